@@ -1,0 +1,92 @@
+"""ATSS label assignment (Adaptive Training Sample Selection), batched in the graph.
+
+The assignment runs inside ``train_step``: images are a batch dimension and
+ground truth is padded to a fixed count ``G`` with a validity mask, so there is
+no Python loop over images or boxes (only over the static pyramid levels).
+"""
+
+import tensorflow as tf
+
+from keras_gfocal import boxes as box_ops
+
+# An anchor centre must lie this far inside a box (in pixels) on all four sides.
+_INSIDE_MARGIN = 0.01
+
+
+def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
+    """Assigns each anchor to one ground-truth box or to background.
+
+    For every box: per level the ``min(topk, n_l)`` anchors whose centres are
+    nearest to the box centre become candidates; the IoU threshold is the mean
+    plus the (Bessel-corrected) standard deviation of the candidates' IoUs; a
+    candidate is positive if its IoU reaches the threshold and its centre lies
+    inside the box. An anchor positive for several boxes takes the one it
+    overlaps most.
+
+    Args:
+        anchors: ``[A, 4]`` xyxy anchors of all levels, level by level.
+        num_level_anchors: python ints, anchors per level, summing to ``A``.
+        gt_boxes: ``[B, G, 4]`` xyxy ground truth, padded.
+        gt_valid: bool ``[B, G]``, False on padding rows.
+        topk: candidates per level.
+    Returns:
+        int32 ``[B, A]``: index of the assigned box in ``[0, G)``, or -1.
+    """
+    anchors = tf.cast(tf.convert_to_tensor(anchors), tf.float32)
+    gt_boxes = tf.cast(tf.convert_to_tensor(gt_boxes), tf.float32)
+    gt_valid = tf.cast(tf.convert_to_tensor(gt_valid), tf.bool)
+    num_level_anchors = [int(n) for n in num_level_anchors]
+    batch = tf.shape(gt_boxes)[0]
+    num_gt = tf.shape(gt_boxes)[1]
+    num_anchors = tf.shape(anchors)[0]
+
+    anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2]
+    gt_centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # [B, G, 2]
+    diff = gt_centers[:, :, None, :] - anchor_centers[None, None, :, :]
+    distances = tf.sqrt(tf.reduce_sum(diff * diff, axis=-1))  # [B, G, A]
+    ious = box_ops.pairwise_iou(gt_boxes, anchors[None])  # [B, G, A]
+
+    # Candidates: nearest anchors per level. top_k on negated distances keeps
+    # the lower index among ties, as a stable sort would.
+    candidates = []
+    start = 0
+    for n in num_level_anchors:
+        k = min(topk, n)
+        _, idx = tf.math.top_k(-distances[..., start : start + n], k=k, sorted=True)
+        candidates.append(idx + start)
+        start += n
+    candidates = tf.concat(candidates, axis=-1)  # [B, G, K]
+    num_candidates = candidates.shape[-1]
+
+    cand_ious = tf.gather(ious, candidates, batch_dims=2)  # [B, G, K]
+    mean = tf.reduce_mean(cand_ious, axis=-1, keepdims=True)
+    ddof = 1.0 if num_candidates > 1 else 0.0
+    var = tf.reduce_sum(tf.square(cand_ious - mean), axis=-1, keepdims=True) / (num_candidates - ddof)
+    threshold = mean + tf.sqrt(var)
+
+    cand_centers = tf.gather(anchor_centers, candidates)  # [B, G, K, 2]
+    box = gt_boxes[:, :, None, :]
+    edge_distances = tf.stack(
+        [
+            cand_centers[..., 0] - box[..., 0],
+            cand_centers[..., 1] - box[..., 1],
+            box[..., 2] - cand_centers[..., 0],
+            box[..., 3] - cand_centers[..., 1],
+        ],
+        axis=-1,
+    )
+    inside = tf.reduce_min(edge_distances, axis=-1) > _INSIDE_MARGIN
+    positive = (cand_ious >= threshold) & inside & gt_valid[:, :, None]  # [B, G, K]
+
+    # Scatter the candidates' verdicts back onto all anchors: [B, G, A].
+    b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(candidates))
+    g_idx = tf.broadcast_to(tf.range(num_gt)[None, :, None], tf.shape(candidates))
+    scatter_idx = tf.stack([b_idx, g_idx, candidates], axis=-1)
+    positive_mask = tf.scatter_nd(
+        scatter_idx, tf.cast(positive, tf.float32), tf.stack([batch, num_gt, num_anchors])
+    ) > 0.0
+
+    masked = tf.where(positive_mask, ious, -1.0)  # IoUs are >= 0, so -1 marks "not positive"
+    best = tf.argmax(masked, axis=1, output_type=tf.int32)  # first max wins ties
+    has_positive = tf.reduce_max(masked, axis=1) > -1.0
+    return tf.where(has_positive, best, -1)

@@ -1,0 +1,564 @@
+"""COCO-format detection data: annotation loading and the `tf.data` pipeline.
+
+`CocoDataset` reads a COCO "instances" JSON file, validates it against the image
+folder and holds, per image, the training targets (xyxy pixel boxes and contiguous
+labels). `make_dataset` turns a `CocoDataset` -- or the per-image records read back
+by `keras_gfocal.data.tfrecord.read_tfrecords` -- into batched, fixed-shape tensors
+for the detector.
+
+Per-image records (the common currency of both sources) are dicts:
+
+* `"image_path"` string scalar (from `CocoDataset.records`) or `"image_bytes"`
+  string scalar (encoded JPEG/PNG, from TFRecords),
+* `"boxes"`: float32 `[N, 4]` xyxy boxes in original image pixels,
+* `"labels"`: int32 `[N]` contiguous labels in `[0, num_classes)`,
+* `"image_id"`: int64 scalar, the COCO image id,
+* `"original_size"`: int32 `[2]`, `(height, width)` from the annotation file.
+"""
+
+import concurrent.futures
+import json
+import logging
+import os
+import posixpath
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gfocal.data import transforms
+
+logger = logging.getLogger(__name__)
+
+#: Image formats that `tf.io.decode_image` can decode (as PIL names them).
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
+#: Accepted values of `CocoDataset(verify_images=...)`.
+VERIFY_MODES = ("none", "exists", "header", "decode")
+
+
+def _check_file_name(file_name):
+    """Raises `ValueError` unless `file_name` is a relative path inside the folder."""
+    if not isinstance(file_name, str) or not file_name:
+        raise ValueError(f"Invalid image file_name {file_name!r}: expected a non-empty string.")
+    normalized = file_name.replace("\\", "/")
+    parts = normalized.split("/")
+    if (
+        normalized.startswith("/")
+        or "://" in normalized
+        or (len(parts[0]) >= 2 and parts[0][1] == ":")  # Windows drive, e.g. "C:"
+        or ".." in parts
+    ):
+        raise ValueError(
+            f"Image file_name {file_name!r} leaves the image folder: file names must be "
+            "relative paths without '..' components and not absolute."
+        )
+
+
+def _inspect_image(path, mode):
+    """Checks one image file.
+
+    Args:
+        path: full path (any `tf.io.gfile` path).
+        mode: one of `VERIFY_MODES`; `"none"` is treated as `"header"` because this
+            is only called for "none" when the annotation lacks the image size.
+
+    Returns:
+        `(problem, size)`: `problem` is `None` when the file is fine, else a tuple
+        `(kind, message)` with kind `"missing"` or `"corrupt"`; `size` is
+        `(height, width)` when the header was read, else `None`.
+    """
+    try:
+        if not tf.io.gfile.exists(path):
+            return ("missing", "file not found"), None
+    except tf.errors.OpError as err:  # e.g. permission problems on remote storage
+        return ("missing", f"cannot stat file: {err}"), None
+    if mode == "exists":
+        return None, None
+    try:
+        from PIL import Image  # local import: PIL is only needed for verification
+
+        with tf.io.gfile.GFile(path, "rb") as f:
+            with Image.open(f) as image:
+                fmt = image.format
+                width, height = image.size
+    except Exception as err:  # PIL raises several exception types for bad data
+        return ("corrupt", f"cannot read image header ({type(err).__name__}: {err})"), None
+    if fmt not in DECODABLE_FORMATS:
+        return (
+            ("corrupt", f"format {fmt} is not decodable by tf.io.decode_image"),
+            (height, width),
+        )
+    if mode == "decode":
+        try:
+            data = tf.io.read_file(path)
+            tf.io.decode_image(data, channels=3, expand_animations=False)
+        except (tf.errors.OpError, ValueError) as err:
+            message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            return ("corrupt", f"cannot decode image ({message})"), (height, width)
+    return None, (height, width)
+
+
+class CocoDataset:
+    """A COCO "instances" annotation file bound to its image folder.
+
+    Category ids (often non-contiguous, e.g. 1..90 with gaps in COCO) are sorted
+    and mapped to contiguous labels `0..num_classes-1`.
+
+    Training targets per image, following the reference:
+
+    * crowd annotations (`iscrowd=1`) are dropped;
+    * boxes `[x, y, w, h]` become xyxy `[x, y, x + w, y + h]`, clipped to the
+      image; a box whose width or height is below 1 pixel (before or after
+      clipping) is dropped;
+    * images left without boxes stay in the dataset (for evaluation) and are
+      excluded from training pipelines (`records(skip_empty=True)`).
+
+    Image validation (`verify_images`), run in parallel threads at construction:
+
+    * `"none"`: no check (fastest, e.g. for remote buckets you trust);
+    * `"exists"`: the file exists;
+    * `"header"` (default): the file exists and PIL can read its header, the
+      format is one `tf.io.decode_image` decodes (JPEG, PNG, GIF, BMP) and the size
+      matches the annotation's `height` / `width`. Cheap (reads a few kilobytes),
+      catches missing, empty, garbage and mislabelled files;
+    * `"decode"`: additionally decodes every image with `tf.io.decode_image`, which
+      also catches truncated files. Slow on large datasets.
+
+    A bad image raises an error naming the file (`FileNotFoundError` when missing,
+    `ValueError` when unreadable), or, with `skip_bad_images=True`, is left out with
+    a logged warning; `num_skipped` and `skipped` report them. A `file_name` that
+    points outside `image_dir` (absolute, or with `..`) always raises `ValueError`.
+    If an image entry lacks `height` / `width`, its header is read to get them.
+
+    Args:
+        ann_file: path of the COCO JSON file (any `tf.io.gfile` path).
+        image_dir: folder the JSON's `file_name`s are relative to.
+        skip_bad_images: skip missing / unreadable images instead of raising.
+        verify_images: one of `"none"`, `"exists"`, `"header"`, `"decode"`.
+        num_workers: threads used for image validation.
+
+    Attributes:
+        ann_file, image_dir: as given.
+        category_ids: sorted list of COCO category ids.
+        class_names: list of category names in label order.
+        num_classes: number of categories.
+        label_to_category_id: dict `{label: category_id}`.
+        category_id_to_label: dict `{category_id: label}`.
+        image_ids: list of the usable image ids, in annotation-file order.
+        num_skipped: number of images skipped because they were bad.
+        skipped: list of `(file_name, reason)` of the skipped images.
+    """
+
+    def __init__(
+        self,
+        ann_file,
+        image_dir,
+        skip_bad_images=False,
+        verify_images="header",
+        num_workers=16,
+    ):
+        if verify_images not in VERIFY_MODES:
+            raise ValueError(
+                f"verify_images must be one of {VERIFY_MODES}, got {verify_images!r}."
+            )
+        self.ann_file = str(ann_file)
+        self.image_dir = str(image_dir)
+        self.skip_bad_images = bool(skip_bad_images)
+        self.verify_images = verify_images
+        self._coco = None
+
+        with tf.io.gfile.GFile(self.ann_file, "r") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.ann_file}: not valid JSON ({err}).") from err
+        self._data = data
+        for key in ("images", "categories"):
+            if key not in data:
+                raise ValueError(f"{self.ann_file}: missing the '{key}' list of a COCO file.")
+
+        self._parse_categories(data["categories"])
+        entries = self._parse_images(data["images"])
+        self._validate_images(entries, verify_images, num_workers)
+        self._parse_annotations(data.get("annotations", []))
+
+    # ------------------------------------------------------------------ parsing
+    def _parse_categories(self, categories):
+        by_id = {}
+        for cat in categories:
+            cat_id = int(cat["id"])
+            if cat_id in by_id:
+                raise ValueError(f"{self.ann_file}: duplicate category id {cat_id}.")
+            by_id[cat_id] = str(cat.get("name", cat_id))
+        if not by_id:
+            raise ValueError(f"{self.ann_file}: no categories.")
+        self.category_ids = sorted(by_id)
+        self.class_names = [by_id[c] for c in self.category_ids]
+        self.num_classes = len(self.category_ids)
+        self.category_id_to_label = {c: i for i, c in enumerate(self.category_ids)}
+        self.label_to_category_id = {i: c for i, c in enumerate(self.category_ids)}
+
+    def _parse_images(self, images):
+        entries = []
+        seen = set()
+        for image in images:
+            image_id = int(image["id"])
+            if image_id in seen:
+                raise ValueError(f"{self.ann_file}: duplicate image id {image_id}.")
+            seen.add(image_id)
+            file_name = image.get("file_name")
+            _check_file_name(file_name)
+            height, width = image.get("height"), image.get("width")
+            entries.append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "path": os.path.join(self.image_dir, file_name),
+                    "height": None if height is None else int(height),
+                    "width": None if width is None else int(width),
+                }
+            )
+        return entries
+
+    def _validate_images(self, entries, mode, num_workers):
+        def check(entry):
+            needs_size = entry["height"] is None or entry["width"] is None
+            if mode == "none" and not needs_size:
+                return None, None
+            effective = "header" if (needs_size and mode in ("none", "exists")) else mode
+            return _inspect_image(entry["path"], effective)
+
+        workers = max(1, min(int(num_workers), len(entries)))
+        if mode == "none" and all(e["height"] is not None and e["width"] is not None for e in entries):
+            results = [(None, None)] * len(entries)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(check, entries))
+
+        bad = []
+        self._images = {}
+        for entry, (problem, size) in zip(entries, results):
+            if problem is None and size is not None:
+                if entry["height"] is None or entry["width"] is None:
+                    entry["height"], entry["width"] = size
+                elif (entry["height"], entry["width"]) != tuple(size):
+                    problem = (
+                        "corrupt",
+                        f"image is {size[1]}x{size[0]} (w x h) but the annotation file says "
+                        f"{entry['width']}x{entry['height']}",
+                    )
+            if problem is not None:
+                bad.append((entry, problem))
+                continue
+            self._images[entry["id"]] = entry
+
+        self.skipped = [(e["file_name"], f"{kind}: {msg}") for e, (kind, msg) in bad]
+        self.num_skipped = len(bad)
+        if bad and not self.skip_bad_images:
+            entry, (kind, message) = bad[0]
+            more = f" ({len(bad) - 1} more bad images)" if len(bad) > 1 else ""
+            text = (
+                f"Bad image {entry['file_name']!r} (path {entry['path']}) listed in "
+                f"{self.ann_file}: {message}{more}. Pass skip_bad_images=True to skip "
+                "bad images."
+            )
+            if kind == "missing":
+                raise FileNotFoundError(text)
+            raise ValueError(text)
+        for file_name, reason in self.skipped[:20]:
+            logger.warning("Skipping image %r: %s", file_name, reason)
+        if bad:
+            logger.warning(
+                "Skipped %d bad image(s) of %d listed in %s.",
+                len(bad),
+                len(entries),
+                self.ann_file,
+            )
+        self.image_ids = [e["id"] for e in entries if e["id"] in self._images]
+
+    def _parse_annotations(self, annotations):
+        boxes = {i: [] for i in self._images}
+        labels = {i: [] for i in self._images}
+        known_images = set(self._images)
+        skipped_ids = {e for e in self._all_image_ids()} - known_images
+        self.num_crowd = 0
+        self.num_invalid_boxes = 0
+        for ann in annotations:
+            image_id = int(ann["image_id"])
+            if image_id not in known_images:
+                if image_id in skipped_ids:
+                    continue
+                raise ValueError(
+                    f"{self.ann_file}: annotation {ann.get('id')} refers to unknown image id "
+                    f"{image_id}."
+                )
+            cat_id = int(ann["category_id"])
+            if cat_id not in self.category_id_to_label:
+                raise ValueError(
+                    f"{self.ann_file}: annotation {ann.get('id')} has unknown category id "
+                    f"{cat_id}."
+                )
+            if ann.get("iscrowd", 0):
+                self.num_crowd += 1
+                continue
+            bbox = ann.get("bbox")
+            if bbox is None or len(bbox) != 4:
+                raise ValueError(
+                    f"{self.ann_file}: annotation {ann.get('id')} has no [x, y, w, h] bbox."
+                )
+            x, y, w, h = (float(v) for v in bbox)
+            image = self._images[image_id]
+            x1, y1 = max(x, 0.0), max(y, 0.0)
+            x2, y2 = min(x + w, float(image["width"])), min(y + h, float(image["height"]))
+            if w < 1 or h < 1 or x2 - x1 < 1 or y2 - y1 < 1:
+                self.num_invalid_boxes += 1
+                continue
+            boxes[image_id].append((x1, y1, x2, y2))
+            labels[image_id].append(self.category_id_to_label[cat_id])
+        for image_id, entry in self._images.items():
+            entry["boxes"] = np.asarray(boxes[image_id], np.float32).reshape(-1, 4)
+            entry["labels"] = np.asarray(labels[image_id], np.int32)
+
+    def _all_image_ids(self):
+        return (int(image["id"]) for image in self._data["images"])
+
+    # ------------------------------------------------------------------ access
+    def __len__(self):
+        return len(self.image_ids)
+
+    def __repr__(self):
+        return (
+            f"CocoDataset(ann_file={self.ann_file!r}, images={len(self)}, "
+            f"with_boxes={len(self.image_ids_with_boxes)}, classes={self.num_classes}, "
+            f"skipped={self.num_skipped})"
+        )
+
+    @property
+    def image_ids_with_boxes(self):
+        """Image ids that have at least one training box (the training set)."""
+        return [i for i in self.image_ids if len(self._images[i]["labels"]) > 0]
+
+    def get(self, image_id):
+        """Returns one image's entry.
+
+        Returns:
+            dict with `"id"`, `"file_name"`, `"path"`, `"height"`, `"width"`,
+            `"boxes"` (float32 `[N, 4]` xyxy pixels) and `"labels"` (int32 `[N]`).
+        """
+        return dict(self._images[int(image_id)])
+
+    def image_path(self, image_id):
+        """Full path of an image file."""
+        return self._images[int(image_id)]["path"]
+
+    @property
+    def coco(self):
+        """A `pycocotools.coco.COCO` built from the same JSON (for evaluation)."""
+        if self._coco is None:
+            from pycocotools.coco import COCO
+
+            coco = COCO()
+            coco.dataset = self._data
+            coco.createIndex()
+            self._coco = coco
+        return self._coco
+
+    def records(self, skip_empty=False):
+        """Per-image records as a `tf.data.Dataset` (see the module docstring).
+
+        Args:
+            skip_empty: leave out images without boxes (for training).
+
+        Returns:
+            `tf.data.Dataset` of dicts with `"image_path"`, `"boxes"` float32 `[N, 4]`,
+            `"labels"` int32 `[N]`, `"image_id"` int64, `"original_size"` int32 `[2]`.
+        """
+        ids = self.image_ids_with_boxes if skip_empty else list(self.image_ids)
+        entries = [self._images[i] for i in ids]
+        lengths = np.asarray([len(e["labels"]) for e in entries], np.int64)
+        flat_boxes = (
+            np.concatenate([e["boxes"] for e in entries], 0)
+            if entries
+            else np.zeros([0, 4], np.float32)
+        )
+        flat_labels = (
+            np.concatenate([e["labels"] for e in entries], 0)
+            if entries
+            else np.zeros([0], np.int32)
+        )
+        splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        table = {
+            "image_path": tf.constant([e["path"] for e in entries], tf.string),
+            "image_id": tf.constant(ids, tf.int64, shape=[len(ids)]),
+            "original_size": tf.constant(
+                [[e["height"], e["width"]] for e in entries], tf.int32, shape=[len(ids), 2]
+            ),
+            "start": tf.constant(splits[:-1], tf.int64),
+            "end": tf.constant(splits[1:], tf.int64),
+        }
+        all_boxes = tf.constant(flat_boxes, tf.float32)
+        all_labels = tf.constant(flat_labels, tf.int32)
+
+        def gather(row):
+            start, end = row.pop("start"), row.pop("end")
+            row["boxes"] = all_boxes[start:end]
+            row["labels"] = all_labels[start:end]
+            return row
+
+        return tf.data.Dataset.from_tensor_slices(table).map(gather)
+
+
+def _decode_image(image_bytes):
+    """Decodes JPEG / PNG / GIF / BMP bytes into uint8 `[h, w, 3]` RGB.
+
+    Grayscale is repeated to three channels and an alpha channel is dropped.
+    """
+    image = tf.io.decode_image(
+        image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
+def make_dataset(
+    dataset,
+    *,
+    training,
+    batch_size,
+    image_size=(800, 1333),
+    max_boxes=100,
+    multiscale=None,
+    flip_prob=None,
+    shuffle=None,
+    seed=None,
+    deterministic=False,
+    pad_to_multiple=32,
+    drop_remainder=None,
+    shuffle_buffer=None,
+):
+    """Builds the batched input pipeline for training or evaluation.
+
+    Per image: decode (`tf.io.decode_image`, 3 channels) -> keep-ratio resize to fit
+    `image_size` (or a random multi-scale canvas) -> random horizontal flip
+    (training) -> normalise with `transforms.MEAN` / `transforms.STD` -> zero-pad
+    bottom/right to `padded_size(image_size, pad_to_multiple)`; boxes are
+    resized / flipped alongside, then truncated / padded to `max_boxes` rows.
+
+    Args:
+        dataset: a `CocoDataset`, or a `tf.data.Dataset` of per-image records such
+            as returned by `keras_gfocal.data.tfrecord.read_tfrecords`.
+        training: training pipeline (augmentation, shuffling, images without boxes
+            left out, remainder dropped) or evaluation pipeline (all images, in
+            order, with metadata).
+        batch_size: images per batch.
+        image_size: `(H, W)` canvas that resized images fit into; `(800, 1333)` is
+            the reference's 1333x800 keep-ratio resize.
+        max_boxes: rows of the padded target tensors; extra boxes are dropped
+            (the first `max_boxes` are kept).
+        multiscale: `None`, or `(min_short, max_short)`: in training, the shorter
+            side of the canvas is drawn per image uniformly from this integer range
+            (the long side stays at `max(image_size)`); needs
+            `max_short <= min(image_size)`. Ignored when `training=False`.
+        flip_prob: horizontal flip probability; default 0.5 in training, else 0.
+        shuffle: shuffle images; default `training`.
+        seed: seed for shuffling and augmentation; with `deterministic=True` and
+            `seed=None`, 0 is used.
+        deterministic: make order and augmentation reproducible (sets
+            `tf.data.Options.deterministic`, seeds the random ops).
+        pad_to_multiple: the padded canvas is `image_size` rounded up to this.
+        drop_remainder: drop the last partial batch; default `training`.
+        shuffle_buffer: shuffle buffer size; default: all images of a
+            `CocoDataset` (its records are small), 1024 for record datasets.
+
+    Returns:
+        A `tf.data.Dataset`. In training, elements are
+        `(images, {"boxes": boxes, "labels": labels})` with images float32
+        `[B, Hp, Wp, 3]`, boxes float32 `[B, max_boxes, 4]` xyxy pixels in the
+        resized image (zeros for padding rows), labels int32 `[B, max_boxes]`
+        (-1 for padding rows). In evaluation, elements are
+        `(images, targets, meta)` with meta `{"image_id": int64 [B],
+        "scale": float32 [B] (resized / original), "original_size": int32 [B, 2]
+        (h, w)}`; boxes in original pixels are `boxes / scale`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_boxes < 1:
+        raise ValueError(f"max_boxes must be >= 1, got {max_boxes}.")
+    image_size = tuple(int(v) for v in image_size)
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"image_size must be (H, W) positive ints, got {image_size}.")
+    pad_size = transforms.padded_size(image_size, pad_to_multiple)
+    flip_prob = (0.5 if training else 0.0) if flip_prob is None else float(flip_prob)
+    if not 0.0 <= flip_prob <= 1.0:
+        raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}.")
+    shuffle = training if shuffle is None else bool(shuffle)
+    drop_remainder = training if drop_remainder is None else bool(drop_remainder)
+    if deterministic and seed is None:
+        seed = 0
+    if multiscale is not None:
+        lo, hi = (int(v) for v in multiscale)
+        if not 1 <= lo <= hi <= min(image_size):
+            raise ValueError(
+                f"multiscale {tuple(multiscale)} must satisfy 1 <= min_short <= max_short "
+                f"<= min(image_size) = {min(image_size)}; enlarge image_size to fit the "
+                "largest scale (e.g. image_size=(960, 1333) for multiscale=(480, 960))."
+            )
+        multiscale = (lo, hi) if training else None
+
+    if isinstance(dataset, CocoDataset):
+        records = dataset.records(skip_empty=training)
+        default_buffer = max(1, len(dataset.image_ids_with_boxes if training else dataset.image_ids))
+    elif isinstance(dataset, tf.data.Dataset):
+        records = dataset
+        if training:
+            records = records.filter(lambda r: tf.shape(r["labels"])[0] > 0)
+        default_buffer = 1024
+    else:
+        raise TypeError(
+            "make_dataset expects a CocoDataset or a tf.data.Dataset of records, got "
+            f"{type(dataset).__name__}."
+        )
+    if shuffle:
+        records = records.shuffle(
+            shuffle_buffer or default_buffer, seed=seed, reshuffle_each_iteration=True
+        )
+    # One stateless seed [2] per image; a new sequence every epoch, reproducible
+    # from `seed` (element-bound, so parallel map order does not matter).
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    elements = tf.data.Dataset.zip(records, seeds)
+
+    def process(record, rng_seed):
+        if "image_bytes" in record:
+            image_bytes = record["image_bytes"]
+        else:
+            image_bytes = tf.io.read_file(record["image_path"])
+        image = _decode_image(image_bytes)
+        boxes = tf.reshape(tf.cast(record["boxes"], tf.float32), [-1, 4])
+        labels = tf.cast(record["labels"], tf.int32)
+        original_size = tf.shape(image)[:2]
+        scale_seed, flip_seed = tf.unstack(
+            tf.random.experimental.stateless_split(rng_seed, 2)
+        )
+        if multiscale is not None:
+            target = transforms.random_short_side_target(image_size, multiscale, scale_seed)
+        else:
+            target = tf.constant(image_size, tf.int32)
+        image, boxes, scale = transforms.resize_keep_ratio(image, boxes, target)
+        image, boxes, _ = transforms.random_horizontal_flip(image, boxes, flip_prob, flip_seed)
+        image = transforms.pad_to_size(transforms.normalize_image(image), pad_size)
+        boxes, labels = transforms.pad_boxes(boxes, labels, max_boxes)
+        targets = {"boxes": boxes, "labels": labels}
+        if training:
+            return image, targets
+        meta = {
+            "image_id": tf.cast(record["image_id"], tf.int64),
+            "scale": tf.cast(scale, tf.float32),
+            "original_size": tf.cast(original_size, tf.int32),
+        }
+        return image, targets, meta
+
+    ds = elements.map(process, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return ds.with_options(options)

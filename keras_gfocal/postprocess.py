@@ -1,0 +1,149 @@
+"""Decoding of the distribution outputs and class-wise NMS.
+
+Outputs have fixed, padded shapes with a count, so the same graph serves
+``predict()``, SavedModel and TFLite exports. NMS uses only TensorFlow ops that
+TFLite has as built-ins (top-k, gather, NonMaxSuppressionV5).
+"""
+
+import tensorflow as tf
+from keras import ops
+
+from keras_gfocal import boxes as box_ops
+
+
+def distribution_expectation(reg_logits, reg_max=16):
+    """Expected distance per edge, ``sum_i softmax(logits)_i * i``.
+
+    Args:
+        reg_logits: ``[..., 4 * (reg_max + 1)]``, edge-major (l, t, r, b).
+    Returns:
+        ``[..., 4]`` distances in stride units.
+    """
+    reg_logits = ops.convert_to_tensor(reg_logits)
+    shape = ops.shape(reg_logits)
+    probs = ops.softmax(ops.reshape(reg_logits, tuple(shape[:-1]) + (4, reg_max + 1)), axis=-1)
+    bins = ops.cast(ops.arange(reg_max + 1), probs.dtype)
+    return ops.sum(probs * bins, axis=-1)
+
+
+def decode_boxes(points, point_strides, reg_logits, image_shape, reg_max=16):
+    """Decodes distribution logits into xyxy pixel boxes, clipped to the image.
+
+    Args:
+        points: ``[A, 2]`` prior points (x, y) in pixels.
+        point_strides: ``[A]`` stride of each point.
+        reg_logits: ``[B, A, 4 * (reg_max + 1)]``.
+        image_shape: ``(H, W)`` of the model input.
+    Returns:
+        ``[B, A, 4]`` xyxy boxes in input pixels.
+    """
+    reg_logits = ops.cast(ops.convert_to_tensor(reg_logits), "float32")
+    distances = distribution_expectation(reg_logits, reg_max)
+    distances = distances * ops.cast(point_strides, "float32")[None, :, None]
+    boxes = box_ops.distance_to_box(ops.cast(points, "float32")[None], distances)
+    h, w = ops.cast(image_shape[0], "float32"), ops.cast(image_shape[1], "float32")
+    limits = ops.stack([w, h, w, h])
+    return ops.minimum(ops.maximum(boxes, 0.0), limits)
+
+
+def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
+    """Per level, the ``pre_nms_top_k`` points with the highest max-class score."""
+    kept_scores, kept_boxes = [], []
+    start = 0
+    for n in num_level_points:
+        k = min(pre_nms_top_k, n)
+        level_scores = cls_scores[:, start : start + n]
+        if k < n:
+            _, idx = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=k)
+            level_scores = tf.gather(level_scores, idx, batch_dims=1)
+            level_boxes = tf.gather(boxes[:, start : start + n], idx, batch_dims=1)
+        else:
+            level_boxes = boxes[:, start : start + n]
+        kept_scores.append(level_scores)
+        kept_boxes.append(level_boxes)
+        start += n
+    return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1)
+
+
+def _nms_single_image(scores, boxes, score_threshold, iou_threshold, max_detections, max_candidates):
+    """Class-wise NMS of one image. scores ``[N, C]``, boxes ``[N, 4]``."""
+    num_classes = tf.shape(scores)[1]
+    flat_scores = tf.reshape(scores, [-1])
+    k = tf.minimum(max_candidates, tf.shape(flat_scores)[0])
+    top_scores, top_idx = tf.math.top_k(flat_scores, k=k)
+    point_idx = top_idx // num_classes
+    classes = top_idx % num_classes
+    cand_boxes = tf.gather(boxes, point_idx)
+    # Shift each class to its own region so one NMS pass never lets two classes
+    # suppress each other (class-wise NMS).
+    offset = tf.cast(classes, tf.float32)[:, None] * (tf.reduce_max(boxes) + 1.0)
+    # The reference keeps scores strictly above the threshold.
+    valid_scores = tf.where(top_scores > score_threshold, top_scores, tf.zeros_like(top_scores))
+    selected, _, count = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=cand_boxes + offset,
+        scores=valid_scores,
+        max_output_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=tf.constant(score_threshold, tf.float32),
+        soft_nms_sigma=0.0,
+        pad_to_max_output_size=True,
+    )
+    valid = tf.range(max_detections) < count
+    out_boxes = tf.where(valid[:, None], tf.gather(cand_boxes, selected), 0.0)
+    out_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
+    out_classes = tf.where(valid, tf.gather(classes, selected), -1)
+    return out_boxes, out_scores, tf.cast(out_classes, tf.int32), count
+
+
+def postprocess_detections(
+    cls_scores,
+    boxes,
+    num_level_points,
+    pre_nms_top_k=1000,
+    score_threshold=0.05,
+    iou_threshold=0.6,
+    max_detections=100,
+    max_candidates=4000,
+):
+    """Turns dense joint scores and decoded boxes into final detections.
+
+    Per level the ``pre_nms_top_k`` points with the highest max-class score are
+    kept; (point, class) pairs scoring above ``score_threshold`` go through
+    class-wise NMS at ``iou_threshold``; the best ``max_detections`` remain.
+    At most ``max_candidates`` pairs, the highest scoring, enter NMS: this bound
+    keeps shapes static and only matters when more pairs pass the threshold.
+
+    Args:
+        cls_scores: ``[B, A, C]`` joint-score probabilities.
+        boxes: ``[B, A, 4]`` xyxy boxes.
+        num_level_points: python ints, points per level.
+    Returns:
+        dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``classes`` int32
+        ``[B, D]`` (-1 on padding), ``num_detections`` int32 ``[B]``, with
+        ``D = max_detections``, sorted by descending score.
+    """
+    cls_scores = tf.cast(tf.convert_to_tensor(cls_scores), tf.float32)
+    boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
+    scores, cand_boxes = _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k)
+
+    def per_image(args):
+        return _nms_single_image(
+            args[0], args[1], score_threshold, iou_threshold, max_detections, max_candidates
+        )
+
+    out_boxes, out_scores, out_classes, counts = tf.map_fn(
+        per_image,
+        (scores, cand_boxes),
+        fn_output_signature=(
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
+    return {
+        "boxes": out_boxes,
+        "scores": out_scores,
+        "classes": out_classes,
+        "num_detections": counts,
+    }
