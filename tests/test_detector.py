@@ -1,0 +1,161 @@
+"""GFocalDetector: building, shapes, serialisation, errors, and learning."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gfocal import GFocalDetector
+from keras_gfocal import boxes as box_ops
+from keras_gfocal.presets import PRESETS
+
+
+def _toy_images(num_images=3, size=128, seed=0):
+    """Images with two bright rectangles each; the channel lit is the class."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(0.0, 0.3, (num_images, size, size, 3)).astype("float32")
+    boxes = np.zeros((num_images, 3, 4), "float32")
+    labels = -np.ones((num_images, 3), "int32")
+    for i in range(num_images):
+        for j in range(2):
+            w, h = rng.integers(24, 64, 2)
+            x1, y1 = rng.integers(0, size - w), rng.integers(0, size - h)
+            c = int(rng.integers(0, 2))
+            images[i, y1 : y1 + h, x1 : x1 + w, c] += 2.0
+            boxes[i, j] = [x1, y1, x1 + w, y1 + h]
+            labels[i, j] = c
+    return images, boxes, labels
+
+
+def _assert_overfits(preset, epochs):
+    keras.utils.set_random_seed(1)
+    images, boxes, labels = _toy_images()
+    model = GFocalDetector.from_preset(preset, num_classes=2)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(images, {"boxes": boxes, "labels": labels}, batch_size=3, epochs=epochs, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    pred = model.predict(images, verbose=0)
+    for i in range(len(images)):
+        n = int(pred["num_detections"][i])
+        confident = pred["scores"][i, :n] >= 0.3
+        for box, label in zip(boxes[i], labels[i]):
+            if label < 0:
+                continue
+            same = confident & (pred["classes"][i, :n] == label)
+            ious = box_ops.pairwise_iou(box[None], pred["boxes"][i, :n][same]).numpy()
+            assert ious.size and ious.max() >= 0.9, (i, box, ious)
+
+
+def test_gfocal_v2_overfits_a_few_images():
+    _assert_overfits("gfocal_v2_tiny", epochs=200)
+
+
+def test_gfocal_v1_mode_trains():
+    _assert_overfits("gfocal_v1_tiny", epochs=200)
+
+
+def test_raw_output_shapes_and_point_order():
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=5)
+    out = model(np.zeros((2, 96, 64, 3), "float32"))
+    points, _, counts = model.points(96, 64)
+    assert counts == [12 * 8, 6 * 4, 3 * 2, 2 * 1, 1 * 1]
+    assert out["cls_scores"].shape == (2, sum(counts), 5)
+    assert out["reg_logits"].shape == (2, sum(counts), 4 * 17)
+    # P3 first, row-major: the second point is one stride to the right.
+    np.testing.assert_allclose(np.asarray(points)[:2], [[0, 0], [8, 0]])
+    cls = np.asarray(out["cls_scores"])
+    assert np.all((cls > 0) & (cls < 1))
+
+
+def test_initial_joint_score_is_prior_times_half_quality():
+    # Head weights ~N(0, 0.01) make logits ~ the bias, so cls ~ 0.01; the DGQP's
+    # output starts near sigmoid(0) = 0.5.
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+    cls = np.asarray(model(np.zeros((1, 64, 64, 3), "float32"))["cls_scores"])
+    np.testing.assert_allclose(cls, 0.01 * 0.5, rtol=0.05)
+
+
+def test_keras_file_round_trip_safe_mode(tmp_path):
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=3, class_names=["a", "b", "c"])
+    images = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    before = model(images)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    after = loaded(images)
+    assert isinstance(loaded, GFocalDetector) and loaded.class_names == ["a", "b", "c"]
+    np.testing.assert_allclose(np.asarray(after["cls_scores"]), np.asarray(before["cls_scores"]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(after["reg_logits"]), np.asarray(before["reg_logits"]), rtol=1e-5, atol=1e-6)
+
+
+def test_r50_preset_at_800x1333_builds_with_reference_shapes():
+    model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=80, backbone_weights=None)
+    out = model(np.zeros((1, 800, 1344, 3), "float32"))
+    sizes = [(100, 168), (50, 84), (25, 42), (13, 21), (7, 11)]
+    num_points = sum(h * w for h, w in sizes)
+    assert out["cls_scores"].shape == (1, num_points, 80)
+    assert out["reg_logits"].shape == (1, num_points, 68)
+    # Frozen parts: stem, stage 1 and every BatchNorm.
+    frozen = [w.path for w in model.non_trainable_weights]
+    assert any("conv1_conv" in p for p in frozen) and any("conv2_block1_1_conv" in p for p in frozen)
+    assert not any("conv3_block1_1_conv/kernel" in p for p in frozen)
+    assert all("_bn/" in p or "conv1_" in p or "conv2_" in p for p in frozen)
+    # DGQP: 20 -> 64 -> 1 (1,409 parameters), negligible next to the rest.
+    assert model.head.quality.count_params() == 20 * 64 + 64 + 64 + 1
+
+
+def test_gfocal_v1_has_no_dgqp_and_returns_logits():
+    model = GFocalDetector.from_preset("gfocal_v1_tiny", num_classes=2)
+    out = model(np.zeros((1, 64, 64, 3), "float32"))
+    assert model.head.quality is None
+    np.testing.assert_allclose(
+        np.asarray(out["cls_scores"]), 1 / (1 + np.exp(-np.asarray(out["cls_logits"]))), rtol=1e-6
+    )
+
+
+def test_presets_listed():
+    assert {"gfocal_v2_r50_fpn", "gfocal_v2_r101_fpn", "gfocal_v1_r50_fpn", "gfocal_v2_tiny"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((64, 64, 3), "rank 3"), ((1, 64, 64, 1), "3-channel"), ((1, 60, 64, 3), "multiple of 32")],
+)
+def test_bad_image_shapes_get_clear_errors(shape, message):
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+    with pytest.raises(ValueError, match=message):
+        model(np.zeros(shape, "float32"))
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="Unknown preset 'gfocal_v9'.*gfocal_v2_r50_fpn"):
+        GFocalDetector.from_preset("gfocal_v9", num_classes=2)
+
+
+@pytest.mark.parametrize(
+    "boxes, labels, message",
+    [
+        ([[[30, 10, 20, 40]]], [[0]], "x2 < x1"),
+        ([[[10, 10, 20, 40]]], [[2]], "num_classes=2"),
+    ],
+)
+def test_bad_targets_get_clear_errors(boxes, labels, message):
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+    model.compile()
+    x = np.zeros((1, 64, 64, 3), "float32")
+    y = {"boxes": np.array(boxes, "float32"), "labels": np.array(labels, "int32")}
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_bad_targets_inside_a_dataset_fail_with_the_message():
+    import tensorflow as tf
+
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+    model.compile()
+    x = np.zeros((1, 64, 64, 3), "float32")
+    y = {"boxes": np.array([[[30, 10, 20, 40]]], "float32"), "labels": np.array([[0]], "int32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x2 < x1"):
+        model.fit(ds, epochs=1, verbose=0)
