@@ -20,7 +20,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import posixpath
 
 import numpy as np
 import tensorflow as tf
@@ -228,7 +227,8 @@ class CocoDataset:
             return _inspect_image(entry["path"], effective)
 
         workers = max(1, min(int(num_workers), len(entries)))
-        if mode == "none" and all(e["height"] is not None and e["width"] is not None for e in entries):
+        sizes_known = all(e["height"] is not None and e["width"] is not None for e in entries)
+        if mode == "none" and sizes_known:
             results = [(None, None)] * len(entries)
         else:
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -506,7 +506,8 @@ def make_dataset(
 
     if isinstance(dataset, CocoDataset):
         records = dataset.records(skip_empty=training)
-        default_buffer = max(1, len(dataset.image_ids_with_boxes if training else dataset.image_ids))
+        num_images = len(dataset.image_ids_with_boxes if training else dataset.image_ids)
+        default_buffer = max(1, num_images)
     elif isinstance(dataset, tf.data.Dataset):
         records = dataset
         if training:

@@ -7,8 +7,8 @@ little overlap. Boxes are tight around the drawn shapes. The annotation files ar
 real COCO "instances" JSON with non-contiguous category ids, so the whole
 pipeline (id mapping, COCO evaluation) is exercised exactly as with COCO.
 
-Generation is deterministic for a seed and fast (numpy + PIL only): a few
-thousand 256x256 images per second-ish, dominated by image encoding.
+Generation is deterministic for a seed and fast (numpy + PIL only): about 600
+256x256 JPEG images per second on one CPU core.
 """
 
 import json
@@ -55,8 +55,9 @@ def _background(rng, height, width):
         c0 = rng.integers(0, 256, size=3).astype(np.float32)
         c1 = rng.integers(0, 256, size=3).astype(np.float32)
         angle = rng.uniform(0, 2 * np.pi)
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        t = xs * np.cos(angle) + ys * np.sin(angle)
+        xs = np.arange(width, dtype=np.float32)[None, :]
+        ys = np.arange(height, dtype=np.float32)[:, None]
+        t = xs * np.float32(np.cos(angle)) + ys * np.float32(np.sin(angle))
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
         image = (c0 + (c1 - c0) * t[..., None]).astype(np.uint8)
     else:  # noise around a base colour, blocky (low-res noise upsampled) or fine
@@ -68,7 +69,7 @@ def _background(rng, height, width):
         ).astype(np.int16)
         noise = np.repeat(np.repeat(small, cell, 0), cell, 1)[:height, :width]
         image = np.clip(base + noise, 0, 255).astype(np.uint8)
-    return image, image.reshape(-1, 3).mean(0)
+    return image, image[::8, ::8].reshape(-1, 3).mean(0)
 
 
 def _shape_geometry(shape, x0, y0, w, h):

@@ -158,7 +158,10 @@ def read_tfrecords(file_pattern, *, shuffle_files=False, seed=None, cycle_length
         `tf.data.Dataset` of the dicts described in `parse_example`, ready for
         `keras_gfocal.data.coco.make_dataset`.
     """
-    patterns = [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(file_pattern)
+    if isinstance(file_pattern, (str, os.PathLike)):
+        patterns = [file_pattern]
+    else:
+        patterns = list(file_pattern)
     files = sorted({f for p in patterns for f in tf.io.gfile.glob(str(p))})
     if not files:
         raise FileNotFoundError(f"No TFRecord files match {file_pattern!r}.")

@@ -1,0 +1,112 @@
+"""COCO evaluation with pycocotools: detections in the dataset's own ids and pixels."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+from tqdm.auto import tqdm
+
+# The 12 numbers pycocotools prints, in its order.
+COCO_METRIC_NAMES = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+)
+
+
+def detections_to_coco(detections, meta, label_to_category_id):
+    """Converts one batch of fixed-size detections to COCO result dicts.
+
+    Args:
+        detections: dict of NumPy arrays from `GFocalDetector.predict`:
+            ``boxes [B, D, 4]`` xyxy in model-input pixels, ``scores [B, D]``,
+            ``classes [B, D]``, ``num_detections [B]``.
+        meta: dict with ``image_id [B]``, ``scale [B]`` (resized / original) and
+            ``original_size [B, 2]`` (height, width).
+        label_to_category_id: sequence mapping contiguous labels to dataset ids.
+    Returns:
+        list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
+        original-image pixels, boxes clipped to the image.
+    """
+    results = []
+    for i in range(len(meta["image_id"])):
+        n = int(detections["num_detections"][i])
+        if n == 0:
+            continue
+        h, w = (float(v) for v in meta["original_size"][i])
+        boxes = np.asarray(detections["boxes"][i, :n], np.float64) / float(meta["scale"][i])
+        boxes = np.clip(boxes, 0.0, [w, h, w, h])
+        for box, score, label in zip(boxes, detections["scores"][i, :n], detections["classes"][i, :n]):
+            results.append(
+                {
+                    "image_id": int(meta["image_id"][i]),
+                    "category_id": int(label_to_category_id[int(label)]),
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                    "score": float(score),
+                }
+            )
+    return results
+
+
+def predict_coco(model, eval_dataset, label_to_category_id, progress=True):
+    """Runs ``model`` over an evaluation pipeline and collects COCO results.
+
+    Args:
+        model: anything with ``predict_on_batch(images)`` returning the detection
+            dict (a `GFocalDetector`, or an exported-model wrapper).
+        eval_dataset: batches ``(images, targets, meta)`` from
+            `keras_gfocal.data.make_dataset(..., training=False)`.
+    """
+    results = []
+    batches = tqdm(eval_dataset, desc="predict", unit="batch", disable=not progress, leave=False)
+    for images, _, meta in batches:
+        detections = {k: np.asarray(v) for k, v in model.predict_on_batch(images).items()}
+        results += detections_to_coco(detections, {k: np.asarray(v) for k, v in meta.items()}, label_to_category_id)
+    return results
+
+
+def coco_evaluate(coco_gt, results, verbose=True):
+    """COCO box mAP of ``results`` against the ground truth ``coco_gt``.
+
+    Args:
+        coco_gt: a `pycocotools.coco.COCO`.
+        results: COCO result dicts (see `detections_to_coco`).
+        verbose: print pycocotools' 12-line table and the AP per class.
+    Returns:
+        dict: the 12 standard numbers (`COCO_METRIC_NAMES`) and
+        ``"per_class_AP"``: {category name: AP@[.5:.95]}.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        stats = {name: 0.0 for name in COCO_METRIC_NAMES}
+        stats["per_class_AP"] = {c["name"]: 0.0 for c in coco_gt.loadCats(coco_gt.getCatIds())}
+        if verbose:
+            print("No detections: every metric is 0.")
+        return stats
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    stats = {name: float(v) for name, v in zip(COCO_METRIC_NAMES, evaluator.stats)}
+    # precision: [T IoUs, R recalls, K classes, A areas, M max dets]; area "all", 100 dets.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k]
+        per_class[coco_gt.loadCats(cat_id)[0]["name"]] = float(np.mean(p[p > -1])) if np.any(p > -1) else 0.0
+    stats["per_class_AP"] = per_class
+    if verbose:
+        print(out.getvalue().split("DONE", 2)[-1].split("\n", 1)[-1].rstrip() if "DONE" in out.getvalue() else out.getvalue())
+        print("AP per class: " + ", ".join(f"{name} {ap:.3f}" for name, ap in per_class.items()))
+    return stats
+
+
+def write_results(results, path):
+    """Writes COCO results as JSON (the format `COCO.loadRes` reads)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+    return path
