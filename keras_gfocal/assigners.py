@@ -36,6 +36,10 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
     gt_boxes = tf.cast(tf.convert_to_tensor(gt_boxes), tf.float32)
     gt_valid = tf.cast(tf.convert_to_tensor(gt_valid), tf.bool)
     num_level_anchors = [int(n) for n in num_level_anchors]
+    # One always-invalid padding box keeps every reduction over boxes non-empty,
+    # so a batch without any box slot (G == 0) assigns everything to background.
+    gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, 1], [0, 0]])
+    gt_valid = tf.pad(gt_valid, [[0, 0], [0, 1]], constant_values=False)
     batch = tf.shape(gt_boxes)[0]
     num_gt = tf.shape(gt_boxes)[1]
     num_anchors = tf.shape(anchors)[0]

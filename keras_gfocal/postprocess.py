@@ -69,7 +69,9 @@ def _nms_single_image(scores, boxes, score_threshold, iou_threshold, max_detecti
     """Class-wise NMS of one image. scores ``[N, C]``, boxes ``[N, 4]``."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
-    k = tf.minimum(max_candidates, tf.shape(flat_scores)[0])
+    k = tf.shape(flat_scores)[0]
+    if max_candidates is not None:
+        k = tf.minimum(max_candidates, k)
     top_scores, top_idx = tf.math.top_k(flat_scores, k=k)
     point_idx = top_idx // num_classes
     classes = top_idx % num_classes
@@ -103,15 +105,16 @@ def postprocess_detections(
     score_threshold=0.05,
     iou_threshold=0.6,
     max_detections=100,
-    max_candidates=4000,
+    max_candidates=None,
 ):
     """Turns dense joint scores and decoded boxes into final detections.
 
     Per level the ``pre_nms_top_k`` points with the highest max-class score are
     kept; (point, class) pairs scoring above ``score_threshold`` go through
     class-wise NMS at ``iou_threshold``; the best ``max_detections`` remain.
-    At most ``max_candidates`` pairs, the highest scoring, enter NMS: this bound
-    keeps shapes static and only matters when more pairs pass the threshold.
+    As in the reference, nothing else limits what enters NMS; ``max_candidates``
+    optionally caps the pairs (the highest scoring) for exports that want a
+    smaller bound, and only matters when more pairs pass the threshold.
 
     Args:
         cls_scores: ``[B, A, C]`` joint-score probabilities.

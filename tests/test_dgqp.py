@@ -1,0 +1,194 @@
+"""Reference tests for keras_gfocal.layers.DGQP (Distribution-Guided Quality Predictor)."""
+
+import keras
+import numpy as np
+
+import numpy_reference as ref
+from keras_gfocal.layers import DGQP
+
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+def to_np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def random_weights(rng, in_dim, hidden, x=None, **ref_kw):
+    """Random weights, deliberately large so that every feature position matters.
+
+    With x given, b2 is shifted so that the median output on x is 0.5: the outputs then
+    spread over (0, 1) instead of saturating, which keeps the comparison sensitive.
+    """
+    w = [
+        rng.normal(0, 3.0, size=(in_dim, hidden)).astype(np.float32),
+        rng.normal(0, 0.5, size=(hidden,)).astype(np.float32),
+        rng.normal(0, 1.0, size=(hidden, 1)).astype(np.float32),
+        np.zeros((1,), np.float32),
+    ]
+    if x is not None:
+        f = ref.dgqp_features(x, **ref_kw)
+        z = np.maximum(f @ w[0] + w[1], 0.0) @ w[2]
+        w[3] = np.array([-np.median(z)], np.float32)
+    return w
+
+
+def build(layer, reg_max, batch=2, anchors=7):
+    x = np.zeros((batch, anchors, 4 * (reg_max + 1)), np.float32)
+    layer(x)
+    return layer
+
+
+def test_feature_layout_hand_values():
+    # The NumPy reference feature extraction on a hand-made distribution.
+    n1 = 17
+    logits = np.full((4 * n1,), -1e9, np.float32)
+    # edge 0: bins 3, 4 with probabilities 0.75 / 0.25 -> top4 (.75, .25, 0, 0), mean .25
+    logits[0 * n1 + 3] = np.log(0.75)
+    logits[0 * n1 + 4] = np.log(0.25)
+    # edge 1: one-hot -> (1, 0, 0, 0), mean .25
+    logits[1 * n1 + 10] = 0.0
+    # edges 2 and 3: uniform over all 17 bins -> (1/17,)*4, mean 1/17
+    logits[2 * n1 : 4 * n1] = 0.0
+    f = ref.dgqp_features(logits[None])[0]
+    u = 1.0 / 17.0
+    expected = [0.75, 0.25, 0, 0, 0.25, 1, 0, 0, 0, 0.25] + [u] * 5 + [u] * 5
+    np.testing.assert_allclose(f, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_dgqp_default_config_against_numpy():
+    rng = np.random.default_rng(50)
+    layer = build(DGQP(), 16)
+    shapes = [w.shape for w in layer.get_weights()]
+    assert shapes == [(20, 64), (64,), (64, 1), (1,)]
+    x = rng.normal(0, 2.0, size=(2, 11, 68)).astype(np.float32)
+    weights = random_weights(rng, 20, 64, x)
+    layer.set_weights(weights)
+    got = to_np(layer(x))
+    assert got.shape == (2, 11, 1)
+    exp = ref.dgqp(x, *weights)
+    np.testing.assert_allclose(got, exp, rtol=RTOL, atol=ATOL)
+    # the outputs spread over (0, 1), so the comparison is sensitive
+    assert exp.min() < 0.2 and exp.max() > 0.8
+
+
+def test_dgqp_features_sorted_descending_and_edge_major():
+    # One informative feature at a time: W1 has a single non-zero row, so the output depends
+    # on exactly one feature position; compare each position against the reference.
+    rng = np.random.default_rng(51)
+    layer = build(DGQP(), 16)
+    x = rng.normal(0, 2.0, size=(1, 5, 68)).astype(np.float32)
+    feats = ref.dgqp_features(x)  # [1, 5, 20]
+    for pos in range(20):
+        w1 = np.zeros((20, 64), np.float32)
+        w1[pos, 0] = 1.0
+        b1 = np.zeros((64,), np.float32)
+        w2 = np.zeros((64, 1), np.float32)
+        w2[0, 0] = 4.0
+        b2 = np.array([-1.0], np.float32)
+        layer.set_weights([w1, b1, w2, b2])
+        got = to_np(layer(x))[..., 0]
+        exp = 1.0 / (1.0 + np.exp(-(4.0 * feats[..., pos] - 1.0)))
+        np.testing.assert_allclose(got, exp, rtol=RTOL, atol=ATOL, err_msg=f"feature position {pos}")
+
+
+def test_dgqp_mean_is_over_topk_values_only():
+    # uniform edge: top-4 = 1/17 each and their mean is 1/17; if the mean were over all 17
+    # bins it would also be 1/17, so use a peaked edge: probs (0.5, 0.3, 0.1, 0.05, 0.05/13 ...)
+    n1 = 17
+    probs = np.array([0.5, 0.3, 0.1, 0.05] + [0.05 / 13] * 13)
+    edge = np.log(probs).astype(np.float32)
+    x = np.tile(edge, 4)[None, None]  # [1, 1, 68]
+    layer = build(DGQP(), 16, batch=1, anchors=1)
+    w1 = np.zeros((20, 64), np.float32)
+    w1[4, 0] = 1.0  # the mean of edge 0
+    w2 = np.zeros((64, 1), np.float32)
+    w2[0, 0] = 1.0
+    layer.set_weights([w1, np.zeros(64, np.float32), w2, np.zeros(1, np.float32)])
+    got = float(to_np(layer(x))[0, 0, 0])
+    mean_topk = (0.5 + 0.3 + 0.1 + 0.05) / 4  # 0.2375 (mean over all bins would be 1/17)
+    np.testing.assert_allclose(got, 1.0 / (1.0 + np.exp(-mean_topk)), rtol=RTOL)
+
+
+def test_dgqp_without_mean():
+    rng = np.random.default_rng(52)
+    layer = build(DGQP(add_mean=False), 16)
+    assert [w.shape for w in layer.get_weights()] == [(16, 64), (64,), (64, 1), (1,)]
+    x = rng.normal(0, 2.0, size=(2, 9, 68)).astype(np.float32)
+    weights = random_weights(rng, 16, 64, x, add_mean=False)
+    layer.set_weights(weights)
+    np.testing.assert_allclose(
+        to_np(layer(x)), ref.dgqp(x, *weights, add_mean=False), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_dgqp_topk_1():
+    rng = np.random.default_rng(53)
+    layer = build(DGQP(topk=1), 16)
+    assert [w.shape for w in layer.get_weights()] == [(8, 64), (64,), (64, 1), (1,)]
+    x = rng.normal(0, 2.0, size=(2, 9, 68)).astype(np.float32)
+    weights = random_weights(rng, 8, 64, x, topk=1)
+    layer.set_weights(weights)
+    np.testing.assert_allclose(to_np(layer(x)), ref.dgqp(x, *weights, topk=1), rtol=RTOL, atol=ATOL)
+    layer1 = build(DGQP(topk=1, add_mean=False), 16)
+    assert [w.shape for w in layer1.get_weights()] == [(4, 64), (64,), (64, 1), (1,)]
+    w = random_weights(rng, 4, 64, x, topk=1, add_mean=False)
+    layer1.set_weights(w)
+    np.testing.assert_allclose(
+        to_np(layer1(x)), ref.dgqp(x, *w, topk=1, add_mean=False), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_dgqp_other_reg_max_and_hidden_units():
+    rng = np.random.default_rng(54)
+    layer = build(DGQP(reg_max=7, topk=3, hidden_units=8), 7)
+    assert [w.shape for w in layer.get_weights()] == [(16, 8), (8,), (8, 1), (1,)]
+    x = rng.normal(0, 2.0, size=(3, 4, 32)).astype(np.float32)
+    weights = random_weights(rng, 16, 8, x, reg_max=7, topk=3)
+    layer.set_weights(weights)
+    np.testing.assert_allclose(
+        to_np(layer(x)), ref.dgqp(x, *weights, reg_max=7, topk=3), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_dgqp_get_config_round_trip():
+    rng = np.random.default_rng(55)
+    layer = build(DGQP(reg_max=16, topk=2, add_mean=False, hidden_units=32), 16)
+    cfg = layer.get_config()
+    assert cfg["reg_max"] == 16 and cfg["topk"] == 2
+    assert cfg["add_mean"] is False and cfg["hidden_units"] == 32
+    clone = DGQP.from_config(cfg)
+    assert clone.get_config() == cfg
+    build(clone, 16)
+    x = rng.normal(0, 2.0, size=(2, 6, 68)).astype(np.float32)
+    weights = random_weights(rng, 8, 32, x, topk=2, add_mean=False)
+    layer.set_weights(weights)
+    clone.set_weights(weights)
+    got = to_np(clone(x))
+    np.testing.assert_allclose(got, to_np(layer(x)), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got, ref.dgqp(x, *weights, topk=2, add_mean=False), rtol=RTOL, atol=ATOL)
+
+
+def test_dgqp_default_initialisation_normal_0_01():
+    # REFERENCE.md: DGQP weights N(0, 0.01) (biases zero, as mmdet's normal_init).
+    # W1 has 1280 entries: the sample std of N(0, 0.01) lies within 0.01 +- 0.001 with
+    # overwhelming probability (the standard error is 0.0002); a truncated normal would not.
+    w1, b1, w2, b2 = build(DGQP(), 16).get_weights()
+    assert abs(float(np.mean(w1))) < 0.0015
+    assert 0.009 < float(np.std(w1)) < 0.011
+    np.testing.assert_array_equal(b1, 0.0)
+    np.testing.assert_array_equal(b2, 0.0)
+    assert float(np.max(np.abs(w2))) < 0.06 and float(np.std(w2)) > 0.005
+
+
+def test_dgqp_output_in_unit_interval_and_finite_for_extreme_logits():
+    layer = build(DGQP(), 16)
+    x = np.zeros((1, 3, 68), np.float32)
+    x[0, 0] = 1e4  # all equal but huge
+    x[0, 1, ::17] = 80.0  # one-hot-like
+    x[0, 2] = np.linspace(-80, 80, 68)
+    out = to_np(layer(x))
+    assert out.shape == (1, 3, 1)
+    assert np.all(np.isfinite(out)) and np.all((out > 0) & (out < 1))
+    w = layer.get_weights()
+    np.testing.assert_allclose(out, ref.dgqp(x, *w), rtol=RTOL, atol=ATOL)
