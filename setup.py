@@ -15,6 +15,7 @@ setup(
         "numpy>=1.26",
         "pycocotools>=2.0.8",
         "tqdm>=4.66",
+        "pillow>=10",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.0"],

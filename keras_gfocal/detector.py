@@ -89,6 +89,8 @@ class GFocalDetector(keras.Model):
         pre_nms_top_k, score_threshold, iou_threshold, max_detections:
             inference settings (1000, 0.05, 0.6, 100).
         class_names, category_ids: optional dataset metadata kept with the model.
+        image_size: optional ``(H, W)`` resize canvas the model was trained
+            with, kept for inference and export.
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class GFocalDetector(keras.Model):
         max_detections=100,
         class_names=None,
         category_ids=None,
+        image_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -149,6 +152,7 @@ class GFocalDetector(keras.Model):
         self.max_detections = max_detections
         self.class_names = list(class_names) if class_names is not None else None
         self.category_ids = [int(c) for c in category_ids] if category_ids is not None else None
+        self.image_size = tuple(int(v) for v in image_size) if image_size is not None else None
 
         if backbone == "tiny":
             self.backbone = TinyBackbone(tiny_base_width, name="backbone")
@@ -408,6 +412,7 @@ class GFocalDetector(keras.Model):
             "max_detections": self.max_detections,
             "class_names": self.class_names,
             "category_ids": self.category_ids,
+            "image_size": list(self.image_size) if self.image_size else None,
         }
         return {"name": self.name, "trainable": self.trainable, **config}
 

@@ -120,6 +120,7 @@ def train(
             backbone_weights=backbone_weights,
             class_names=train_set.class_names,
             category_ids=train_set.category_ids,
+            image_size=image_size,
             **(model_kwargs or {}),
         )
         height, width = train_ds.element_spec[0].shape[1:3]
