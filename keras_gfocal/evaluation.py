@@ -97,7 +97,7 @@ def coco_evaluate(coco_gt, results, verbose=True):
     per_class = {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k]
-        per_class[coco_gt.loadCats(cat_id)[0]["name"]] = float(np.mean(p[p > -1])) if np.any(p > -1) else 0.0
+        per_class[coco_gt.loadCats(int(cat_id))[0]["name"]] = float(np.mean(p[p > -1])) if np.any(p > -1) else 0.0
     stats["per_class_AP"] = per_class
     if verbose:
         print(out.getvalue().split("DONE", 2)[-1].split("\n", 1)[-1].rstrip() if "DONE" in out.getvalue() else out.getvalue())

@@ -37,7 +37,8 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         lr = self.base_lr * ops.power(self.decay_rate, passed)
         if self.warmup_steps > 0:
             progress = ops.minimum(step / self.warmup_steps, 1.0)
-            lr = lr * (1.0 - (1.0 - progress) * (1.0 - self.warmup_ratio))
+            # = 1 - (1 - progress) * (1 - ratio), written so float32 keeps 0.001 exact.
+            lr = lr * (self.warmup_ratio + (1.0 - self.warmup_ratio) * progress)
         return lr
 
     def get_config(self):

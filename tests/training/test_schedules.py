@@ -1,0 +1,37 @@
+"""The reference learning-rate schedule against the formula, step by step."""
+
+import keras
+import numpy as np
+
+from keras_gfocal.training import WarmupStepDecay, reference_schedule, scaled_lr
+
+
+def _expected(step, base, boundaries, warmup, ratio=0.001):
+    lr = base * 0.1 ** sum(step >= b for b in boundaries)
+    if step < warmup:
+        lr *= 1 - (1 - step / warmup) * (1 - ratio)
+    return lr
+
+
+def test_warmup_then_step_decay():
+    schedule = WarmupStepDecay(0.01, [800, 1100], warmup_steps=500)
+    for step in [0, 1, 250, 499, 500, 799, 800, 1099, 1100, 5000]:
+        np.testing.assert_allclose(
+            float(schedule(step)), _expected(step, 0.01, [800, 1100], 500), rtol=1e-6, err_msg=str(step)
+        )
+    np.testing.assert_allclose(float(schedule(0)), 1e-5, rtol=1e-6)  # 0.001 x lr
+    np.testing.assert_allclose(float(schedule(1100)), 1e-4, rtol=1e-6)
+
+
+def test_linear_scaling_and_reference_epochs():
+    assert scaled_lr(16) == 0.01 and scaled_lr(2) == 0.01 / 8
+    schedule = reference_schedule(steps_per_epoch=100, global_batch_size=32)
+    assert schedule.boundaries == [800, 1100]
+    assert schedule.base_lr == 0.02 and schedule.warmup_steps == 266  # capped at a third of 800
+
+
+def test_schedule_serialises():
+    schedule = WarmupStepDecay(0.02, [10, 20], warmup_steps=5)
+    config = keras.optimizers.schedules.serialize(schedule)
+    restored = keras.optimizers.schedules.deserialize(config)
+    assert restored.get_config() == schedule.get_config()
