@@ -16,6 +16,7 @@ setup(
         "pycocotools>=2.0.8",
         "tqdm>=4.66",
         "pillow>=10",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.0"],
