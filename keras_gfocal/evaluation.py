@@ -65,6 +65,27 @@ def predict_coco(model, eval_dataset, label_to_category_id, progress=True):
     return results
 
 
+_TABLE_ROWS = (
+    ("Precision", "AP", "0.50:0.95", "all", 100), ("Precision", "AP", "0.50", "all", 100),
+    ("Precision", "AP", "0.75", "all", 100), ("Precision", "AP", "0.50:0.95", "small", 100),
+    ("Precision", "AP", "0.50:0.95", "medium", 100), ("Precision", "AP", "0.50:0.95", "large", 100),
+    ("Recall", "AR", "0.50:0.95", "all", 1), ("Recall", "AR", "0.50:0.95", "all", 10),
+    ("Recall", "AR", "0.50:0.95", "all", 100), ("Recall", "AR", "0.50:0.95", "small", 100),
+    ("Recall", "AR", "0.50:0.95", "medium", 100), ("Recall", "AR", "0.50:0.95", "large", 100),
+)
+
+
+def format_table(stats):
+    """The 12 numbers in pycocotools' summary layout, plus the AP per class."""
+    lines = [
+        f" {'Average ' + kind:<18} ({short}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3d} ] = {stats[name]:0.3f}"
+        for (kind, short, iou, area, dets), name in zip(_TABLE_ROWS, COCO_METRIC_NAMES)
+    ]
+    if stats.get("per_class_AP"):
+        lines.append("AP per class: " + ", ".join(f"{n} {ap:.3f}" for n, ap in stats["per_class_AP"].items()))
+    return "\n".join(lines)
+
+
 def coco_evaluate(coco_gt, results, verbose=True):
     """COCO box mAP of ``results`` against the ground truth ``coco_gt``.
 
@@ -83,6 +104,7 @@ def coco_evaluate(coco_gt, results, verbose=True):
         stats["per_class_AP"] = {c["name"]: 0.0 for c in coco_gt.loadCats(coco_gt.getCatIds())}
         if verbose:
             print("No detections: every metric is 0.")
+            print(format_table(stats))
         return stats
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -100,8 +122,7 @@ def coco_evaluate(coco_gt, results, verbose=True):
         per_class[coco_gt.loadCats(int(cat_id))[0]["name"]] = float(np.mean(p[p > -1])) if np.any(p > -1) else 0.0
     stats["per_class_AP"] = per_class
     if verbose:
-        print(out.getvalue().split("DONE", 2)[-1].split("\n", 1)[-1].rstrip() if "DONE" in out.getvalue() else out.getvalue())
-        print("AP per class: " + ", ".join(f"{name} {ap:.3f}" for name, ap in per_class.items()))
+        print(format_table(stats))
     return stats
 
 

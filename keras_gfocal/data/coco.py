@@ -165,6 +165,10 @@ class CocoDataset:
         self.verify_images = verify_images
         self._coco = None
 
+        if not tf.io.gfile.exists(self.ann_file):
+            raise FileNotFoundError(f"COCO annotation file not found: {self.ann_file}")
+        if not tf.io.gfile.isdir(self.image_dir):
+            raise FileNotFoundError(f"Image folder not found: {self.image_dir} (annotations: {self.ann_file})")
         with tf.io.gfile.GFile(self.ann_file, "r") as f:
             try:
                 data = json.load(f)
