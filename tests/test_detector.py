@@ -159,3 +159,18 @@ def test_bad_targets_inside_a_dataset_fail_with_the_message():
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="x2 < x1"):
         model.fit(ds, epochs=1, verbose=0)
+
+
+def test_train_step_compiles_with_xla_and_matches_graph_mode():
+    images, boxes, labels = _toy_images(num_images=2, size=64)
+    y = {"boxes": boxes, "labels": labels}
+    losses = {}
+    for jit in (False, True):
+        keras.utils.set_random_seed(3)
+        model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+        model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=jit)
+        losses[jit] = model.test_on_batch(images, y, return_dict=True)
+        train = model.train_on_batch(images, y, return_dict=True)
+        np.testing.assert_allclose(train["loss"], losses[jit]["loss"], rtol=1e-5)
+    for key in ("loss", "qfl", "giou", "dfl"):
+        np.testing.assert_allclose(losses[True][key], losses[False][key], rtol=1e-4, err_msg=key)
