@@ -1,0 +1,98 @@
+"""One training step on a global batch of 4, on one device and on two replicas.
+
+Run as a script (logical devices must be set before TensorFlow starts); prints
+a JSON report that tests/training/test_distribute.py checks.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_gfocal import GFocalDetector  # noqa: E402
+
+SIZE = 64
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 1, (4, SIZE, SIZE, 3)).astype("float32")
+    boxes = np.zeros((4, 3, 4), "float32")
+    labels = -np.ones((4, 3), "int32")
+    # Images 0-1 (replica 0) hold one box each, images 2-3 (replica 1) three:
+    # the replicas see different numbers of positives.
+    layout = {0: 1, 1: 1, 2: 3, 3: 3}
+    for i, count in layout.items():
+        for j in range(count):
+            # Small boxes on replica 0, large ones on replica 1, so the mean
+            # loss per positive differs between the replicas too.
+            w, h = rng.uniform(6, 10, 2) if count == 1 else rng.uniform(24, 40, 2)
+            x1, y1 = rng.uniform(0, SIZE - w), rng.uniform(0, SIZE - h)
+            boxes[i, j] = [x1, y1, x1 + w, y1 + h]
+            labels[i, j] = j % 2
+    return images, {"boxes": boxes, "labels": labels}
+
+
+def one_step(strategy, weights, images, targets):
+    with strategy.scope():
+        model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+        model.build((None, SIZE, SIZE, 3))
+        model.set_weights(weights)
+        # Plain SGD: the weight change is exactly -lr x gradient.
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
+    history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
+    deltas = [w.numpy() - b for w, b in zip(model.trainable_weights, before)]
+    logs = {k: float(v[-1]) for k, v in history.history.items()}
+    return logs, deltas, model
+
+
+def main():
+    images, targets = batch()
+    keras.utils.set_random_seed(0)
+    reference = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
+    reference.build((None, SIZE, SIZE, 3))
+    weights = reference.get_weights()
+
+    single_logs, single_deltas, single_model = one_step(tf.distribute.get_strategy(), weights, images, targets)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored_logs, mirrored_deltas, _ = one_step(mirrored, weights, images, targets)
+
+    # What per-replica normalisers would have given: each half's loss with its
+    # own positives count, averaged. It must differ for the check to have teeth.
+    single_model.set_weights(weights)
+    single_model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    halves = [
+        single_model.test_on_batch(images[s], {k: v[s] for k, v in targets.items()}, return_dict=True)
+        for s in (slice(0, 2), slice(2, 4))
+    ]
+    per_replica_loss = float(np.mean([h["loss"] for h in halves]))
+
+    # Per variable, the size of the difference relative to the size of the step
+    # (norms, so that one tiny entry's float32 rounding does not dominate).
+    rel = [
+        float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)) for a, b in zip(single_deltas, mirrored_deltas)
+    ]
+    max_rel = max(rel)
+    report = {
+        "replicas": mirrored.num_replicas_in_sync,
+        "single": single_logs,
+        "mirrored": mirrored_logs,
+        "per_replica_normaliser_loss": per_replica_loss,
+        "max_relative_weight_delta_difference": max_rel,
+        "max_abs_delta": float(max(np.max(np.abs(d)) for d in single_deltas)),
+        "num_variables": len(single_deltas),
+        "relative_differences": rel,
+    }
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
