@@ -5,7 +5,6 @@ otherwise. Functions accept NumPy arrays or tensors and use ``keras.ops`` so
 they run on any Keras backend.
 """
 
-import math
 
 from keras import ops
 

@@ -252,11 +252,19 @@ class GFocalDetector(keras.Model):
         return h, w
 
     def decode(self, images, outputs):
-        """Dense outputs -> fixed-size detections in input pixels (see `predict`)."""
+        """Dense outputs -> fixed-size detections in input pixels.
+
+        Returns the `predict` dict: ``boxes [B, D, 4]`` xyxy in input pixels,
+        ``scores [B, D]``, ``classes [B, D]`` (contiguous labels, -1 on
+        padding), ``num_detections [B]`` and ``edge_confidence [B, D, 4]``: the
+        top-1 probability of each edge's distribution (l, t, r, b), a per-edge
+        localisation confidence.
+        """
         h, w = self._image_hw(images)
         points, point_strides, counts = self.points(h, w)
-        boxes = postprocess.decode_boxes(points, point_strides, outputs["reg_logits"], (h, w), self.reg_max)
-        return postprocess.postprocess_detections(
+        reg_logits = ops.cast(outputs["reg_logits"], "float32")
+        boxes = postprocess.decode_boxes(points, point_strides, reg_logits, (h, w), self.reg_max)
+        detections = postprocess.postprocess_detections(
             outputs["cls_scores"],
             boxes,
             counts,
@@ -264,7 +272,10 @@ class GFocalDetector(keras.Model):
             score_threshold=self.score_threshold,
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,
+            point_features=postprocess.edge_confidence(reg_logits, self.reg_max),
         )
+        detections["edge_confidence"] = detections.pop("point_features")
+        return detections
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

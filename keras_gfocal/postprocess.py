@@ -65,8 +65,25 @@ def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
     return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1)
 
 
-def _nms_single_image(scores, boxes, score_threshold, iou_threshold, max_detections, max_candidates):
-    """Class-wise NMS of one image. scores ``[N, C]``, boxes ``[N, 4]``."""
+def edge_confidence(reg_logits, reg_max=16):
+    """Top-1 probability of each edge's distribution: a per-edge localisation
+    confidence (close to 1 for a sharp distribution, ``1 / (reg_max + 1)`` for a
+    flat one).
+
+    Args:
+        reg_logits: ``[..., 4 * (reg_max + 1)]``, edge-major (l, t, r, b).
+    Returns:
+        ``[..., 4]``.
+    """
+    reg_logits = ops.convert_to_tensor(reg_logits)
+    shape = ops.shape(reg_logits)
+    probs = ops.softmax(ops.reshape(reg_logits, tuple(shape[:-1]) + (4, reg_max + 1)), axis=-1)
+    return ops.max(probs, axis=-1)
+
+
+def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections, max_candidates):
+    """Class-wise NMS of one image. scores ``[N, C]``, payload ``[N, 4 + K]``
+    (the box, then K per-point values carried along)."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
     k = tf.shape(flat_scores)[0]
@@ -75,10 +92,11 @@ def _nms_single_image(scores, boxes, score_threshold, iou_threshold, max_detecti
     top_scores, top_idx = tf.math.top_k(flat_scores, k=k)
     point_idx = top_idx // num_classes
     classes = top_idx % num_classes
-    cand_boxes = tf.gather(boxes, point_idx)
+    cand_payload = tf.gather(payload, point_idx)
+    cand_boxes = cand_payload[:, :4]
     # Shift each class to its own region so one NMS pass never lets two classes
     # suppress each other (class-wise NMS).
-    offset = tf.cast(classes, tf.float32)[:, None] * (tf.reduce_max(boxes) + 1.0)
+    offset = tf.cast(classes, tf.float32)[:, None] * (tf.reduce_max(payload[:, :4]) + 1.0)
     # The reference keeps scores strictly above the threshold.
     valid_scores = tf.where(top_scores > score_threshold, top_scores, tf.zeros_like(top_scores))
     selected, _, count = tf.raw_ops.NonMaxSuppressionV5(
@@ -91,10 +109,10 @@ def _nms_single_image(scores, boxes, score_threshold, iou_threshold, max_detecti
         pad_to_max_output_size=True,
     )
     valid = tf.range(max_detections) < count
-    out_boxes = tf.where(valid[:, None], tf.gather(cand_boxes, selected), 0.0)
+    out_payload = tf.where(valid[:, None], tf.gather(cand_payload, selected), 0.0)
     out_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
     out_classes = tf.where(valid, tf.gather(classes, selected), -1)
-    return out_boxes, out_scores, tf.cast(out_classes, tf.int32), count
+    return out_payload, out_scores, tf.cast(out_classes, tf.int32), count
 
 
 def postprocess_detections(
@@ -106,6 +124,7 @@ def postprocess_detections(
     iou_threshold=0.6,
     max_detections=100,
     max_candidates=None,
+    point_features=None,
 ):
     """Turns dense joint scores and decoded boxes into final detections.
 
@@ -120,33 +139,47 @@ def postprocess_detections(
         cls_scores: ``[B, A, C]`` joint-score probabilities.
         boxes: ``[B, A, 4]`` xyxy boxes.
         num_level_points: python ints, points per level.
+        point_features: optional ``[B, A, K]`` per-point values (e.g. the
+            `edge_confidence`) returned for each detection.
     Returns:
         dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``classes`` int32
         ``[B, D]`` (-1 on padding), ``num_detections`` int32 ``[B]``, with
-        ``D = max_detections``, sorted by descending score.
+        ``D = max_detections``, sorted by descending score; and
+        ``point_features [B, D, K]`` (zeros on padding) if given.
     """
     cls_scores = tf.cast(tf.convert_to_tensor(cls_scores), tf.float32)
-    boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
-    scores, cand_boxes = _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k)
+    payload = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
+    if point_features is not None:
+        payload = tf.concat([payload, tf.cast(point_features, tf.float32)], axis=-1)
+    scores, cand_payload = _select_candidates(cls_scores, payload, num_level_points, pre_nms_top_k)
+    width = payload.shape[-1]
 
     def per_image(args):
         return _nms_single_image(
             args[0], args[1], score_threshold, iou_threshold, max_detections, max_candidates
         )
 
-    out_boxes, out_scores, out_classes, counts = tf.map_fn(
-        per_image,
-        (scores, cand_boxes),
-        fn_output_signature=(
-            tf.TensorSpec([max_detections, 4], tf.float32),
-            tf.TensorSpec([max_detections], tf.float32),
-            tf.TensorSpec([max_detections], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ),
-    )
-    return {
-        "boxes": out_boxes,
+    if cls_scores.shape[0] == 1:
+        # A static batch of one (TFLite, ONNX): no loop in the graph.
+        out = [t[None] for t in per_image((scores[0], cand_payload[0]))]
+    else:
+        out = tf.map_fn(
+            per_image,
+            (scores, cand_payload),
+            fn_output_signature=(
+                tf.TensorSpec([max_detections, width], tf.float32),
+                tf.TensorSpec([max_detections], tf.float32),
+                tf.TensorSpec([max_detections], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ),
+        )
+    out_payload, out_scores, out_classes, counts = out
+    result = {
+        "boxes": out_payload[..., :4],
         "scores": out_scores,
         "classes": out_classes,
         "num_detections": counts,
     }
+    if point_features is not None:
+        result["point_features"] = out_payload[..., 4:]
+    return result

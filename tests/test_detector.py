@@ -36,8 +36,13 @@ def _assert_overfits(preset, epochs):
     history = model.fit(images, {"boxes": boxes, "labels": labels}, batch_size=3, epochs=epochs, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     pred = model.predict(images, verbose=0)
+    # per-edge localisation confidence: a top-1 probability on each kept row, zeros on padding
+    assert pred["edge_confidence"].shape == (len(images), model.max_detections, 4)
     for i in range(len(images)):
         n = int(pred["num_detections"][i])
+        assert np.all(pred["edge_confidence"][i, :n] >= 1 / 17 - 1e-6)
+        assert np.all(pred["edge_confidence"][i, :n] <= 1 + 1e-6)
+        assert np.all(pred["edge_confidence"][i, n:] == 0)
         confident = pred["scores"][i, :n] >= 0.3
         for box, label in zip(boxes[i], labels[i]):
             if label < 0:

@@ -41,7 +41,6 @@ def build(layer, reg_max, batch=2, anchors=7):
 
 def test_feature_layout_hand_values():
     # The NumPy reference feature extraction on a hand-made distribution.
-    n1 = 17
     logits = np.full((4 * n1,), -1e9, np.float32)
     # edge 0: bins 3, 4 with probabilities 0.75 / 0.25 -> top4 (.75, .25, 0, 0), mean .25
     logits[0 * n1 + 3] = np.log(0.75)

@@ -329,3 +329,58 @@ def test_postprocess_no_hidden_cap_on_nms_candidates():
     np.testing.assert_array_equal(out["num_detections"], [2])
     np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.3], rtol=RTOL)
     np.testing.assert_allclose(out["boxes"][0, :2], [[0, 0, 10, 10], [50, 50, 60, 60]])
+
+
+def test_edge_confidence_hand_values():
+    # edge l: uniform -> 1/17; edge t: probabilities 0.5, 0.3, 0.2 -> 0.5;
+    # edge r: one dominant logit; edge b: shifting all logits changes nothing
+    probs_t = np.full(17, 1e-12)
+    probs_t[[3, 4, 5]] = [0.5, 0.3, 0.2]
+    dominant = np.zeros(17)
+    dominant[16] = 50.0
+    logits = np.concatenate([np.zeros(17), np.log(probs_t), dominant, np.log(probs_t) + 7.0])[None].astype(np.float32)
+    got = to_np(pp.edge_confidence(logits, reg_max=16))
+    np.testing.assert_allclose(got, [[1 / 17, 0.5, 1.0, 0.5]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("reg_max", [16, 7])
+def test_edge_confidence_random_against_numpy(reg_max):
+    rng = np.random.default_rng(50 + reg_max)
+    logits = rng.normal(0, 3, size=(2, 5, 4 * (reg_max + 1))).astype(np.float32)
+    expected = ref.softmax(logits.reshape(2, 5, 4, reg_max + 1).astype(np.float64)).max(axis=-1)
+    got = to_np(pp.edge_confidence(logits, reg_max=reg_max))
+    assert got.shape == (2, 5, 4)
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_postprocess_carries_point_features_of_each_detection():
+    # the hand case's detections come from points 0, 2, 4, 5 of image 0
+    scores, boxes, nlp, *_ = _hand_case()
+    point_ids = np.tile(np.arange(6, dtype=np.float32)[None, :, None], (2, 1, 2))
+    point_ids[..., 1] *= 10
+    out = pp.postprocess_detections(scores, boxes, nlp, point_features=point_ids)
+    features = to_np(out["point_features"])
+    assert features.shape == (2, 100, 2)
+    np.testing.assert_array_equal(features[0, :4], [[0, 0], [2, 20], [4, 40], [5, 50]])
+    np.testing.assert_array_equal(features[0, 4:], 0.0)
+    np.testing.assert_array_equal(features[1], 0.0)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_postprocess_point_features_random_against_reference(batch):
+    # features = a function of each point's (unique) box, so the reference's boxes
+    # say which feature each detection must carry; batch 1 takes the loop-free path
+    rng = np.random.default_rng(60 + batch)
+    _, _, counts = ref.make_points(64, 64)
+    scores, boxes = _random_case(rng, counts, batch=batch, num_classes=3)
+    features = np.stack([boxes[..., 0] * 3 + 1, boxes[..., 3] - boxes[..., 1]], axis=-1)
+    kw = dict(pre_nms_top_k=20, max_detections=50)
+    exp = ref.postprocess_detections(scores, boxes, counts, **kw)
+    out = pp.postprocess_detections(scores, boxes, counts, point_features=features, **kw)
+    got = to_np(out["point_features"])
+    for b in range(batch):
+        n = int(exp["num_detections"][b])
+        eb = exp["boxes"][b, :n]
+        np.testing.assert_allclose(got[b, :n], np.stack([eb[:, 0] * 3 + 1, eb[:, 3] - eb[:, 1]], -1),
+                                   rtol=RTOL, atol=1e-4)
+        np.testing.assert_array_equal(got[b, n:], 0.0)
