@@ -10,20 +10,10 @@ input would starve the model.
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from common import machine_line
 
 
 def main():
@@ -37,16 +27,13 @@ def main():
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
     from tqdm.auto import tqdm
 
     from keras_gfocal import GFocalDetector
     from keras_gfocal.data import CocoDataset, make_dataset, make_synthetic_coco
 
     canvas = tuple(int(v) for v in args.canvas.split(",")) if args.canvas else (args.image_size,) * 2
-    print(f"{time.strftime('%Y-%m-%d')} | {_cpu_name()} | {os.cpu_count()} cores | TF {tf.__version__} | "
-          f"Keras {keras.__version__}")
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_synthetic_coco(tmp, num_train=args.num_images, num_val=1,
                                     image_size=(args.image_size, args.image_size))

@@ -1,5 +1,7 @@
 """`GFocalDetector`: the GFocalV2 (and V1) dense detector as a `keras.Model`."""
 
+import warnings
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -296,12 +298,48 @@ class GFocalDetector(keras.Model):
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompiles a loaded ``.keras`` file with its saved optimiser (and
+        schedule), so that ``fit`` continues where training stopped."""
+        from keras_gfocal.training import schedules  # noqa: F401  registers the schedules
+
+        try:
+            config = keras.saving.deserialize_keras_object(config)
+        except (TypeError, ValueError) as err:
+            warnings.warn(f"The saved optimiser could not be restored ({err}); call compile() before fit().")
+            return
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, **kwargs):
         if isinstance(y, dict) and all(isinstance(v, np.ndarray) for v in y.values()):
             validate_targets(y.get("boxes"), y.get("labels"), self.num_classes)
         if isinstance(x, np.ndarray):
             self._check_image_shape(x.shape)
         return super().fit(x, y, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras learns the input shapes from the first distributed batch by
+        # reducing the whole (images, targets) structure across replicas, which
+        # MultiWorkerMirroredStrategy's collective reduce cannot do
+        # (keras-team/keras#20585). One replica's batch has the same shapes
+        # but for the batch axis, which building ignores.
+        strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], next(batches)
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        return _with_worker_axis(self.distribute_strategy, super().train_step(data))
+
+    def test_step(self, data):
+        return _with_worker_axis(self.distribute_strategy, super().test_step(data))
 
     @property
     def metrics(self):
@@ -430,6 +468,18 @@ class GFocalDetector(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _with_worker_axis(strategy, logs):
+    """Scalar logs -> shape [1] under multi-worker training.
+
+    Keras averages multi-worker step outputs along axis 0, which a scalar does
+    not have (keras-team/keras#20585); with it, the average over the workers'
+    values comes out a scalar again. Elsewhere the logs pass unchanged.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
+        return {k: ops.reshape(v, [1]) if len(ops.shape(v)) == 0 else v for k, v in logs.items()}
+    return logs
 
 
 def _scale_for_replicas(loss):

@@ -65,6 +65,30 @@ def predict_coco(model, eval_dataset, label_to_category_id, progress=True):
     return results
 
 
+def detect_coco(detector, dataset, progress=True, max_images=None):
+    """Runs any `keras_gfocal.export.runtime.Detector` image by image over a
+    `keras_gfocal.data.CocoDataset` and collects COCO results.
+
+    Every model format is scored through this one path: the original image
+    (decoded as the training pipeline decodes it) in, boxes in its pixels and
+    the dataset's category ids out.
+    """
+    import tensorflow as tf
+
+    from keras_gfocal.data.coco import _decode_image
+
+    results = []
+    ids = list(dataset.image_ids)[:max_images]
+    for image_id in tqdm(ids, desc=f"predict ({detector.format})", unit="image", disable=not progress, leave=False):
+        image = _decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
+        det = detector.detect(image)
+        for box, score, category_id in zip(det["boxes"], det["scores"], det["category_ids"]):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append({"image_id": int(image_id), "category_id": int(category_id),
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+    return results
+
+
 _TABLE_ROWS = (
     ("Precision", "AP", "0.50:0.95", "all", 100), ("Precision", "AP", "0.50", "all", 100),
     ("Precision", "AP", "0.75", "all", 100), ("Precision", "AP", "0.50:0.95", "small", 100),
@@ -86,13 +110,14 @@ def format_table(stats):
     return "\n".join(lines)
 
 
-def coco_evaluate(coco_gt, results, verbose=True):
+def coco_evaluate(coco_gt, results, verbose=True, image_ids=None):
     """COCO box mAP of ``results`` against the ground truth ``coco_gt``.
 
     Args:
         coco_gt: a `pycocotools.coco.COCO`.
         results: COCO result dicts (see `detections_to_coco`).
         verbose: print pycocotools' 12-line table and the AP per class.
+        image_ids: score only these images (default: all of ``coco_gt``).
     Returns:
         dict: the 12 standard numbers (`COCO_METRIC_NAMES`) and
         ``"per_class_AP"``: {category name: AP@[.5:.95]}.
@@ -110,6 +135,8 @@ def coco_evaluate(coco_gt, results, verbose=True):
     with contextlib.redirect_stdout(out):
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

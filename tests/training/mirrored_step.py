@@ -1,16 +1,29 @@
 """One training step on a global batch of 4, on one device and on two replicas.
 
-Run as a script (logical devices must be set before TensorFlow starts); prints
-a JSON report that tests/training/test_distribute.py checks.
+    python mirrored_step.py                      # MirroredStrategy, 2 logical CPUs
+    python mirrored_step.py worker INDEX PORT0 PORT1
+        # one of two MultiWorkerMirroredStrategy workers on loopback
+
+Run as a script, because the strategy must be set up before TensorFlow runs
+anything; prints a JSON report that tests/training/test_distribute.py checks.
 """
 
 import json
+import os
 import sys
 
 import tensorflow as tf
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+if sys.argv[1:2] == ["worker"]:
+    index, ports = int(sys.argv[2]), sys.argv[3:5]
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+    )
+    DISTRIBUTED = tf.distribute.MultiWorkerMirroredStrategy()
+else:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    DISTRIBUTED = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -61,9 +74,8 @@ def main():
     reference.build((None, SIZE, SIZE, 3))
     weights = reference.get_weights()
 
+    distributed_logs, distributed_deltas, _ = one_step(DISTRIBUTED, weights, images, targets)
     single_logs, single_deltas, single_model = one_step(tf.distribute.get_strategy(), weights, images, targets)
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    mirrored_logs, mirrored_deltas, _ = one_step(mirrored, weights, images, targets)
 
     # What per-replica normalisers would have given: each half's loss with its
     # own positives count, averaged. It must differ for the check to have teeth.
@@ -78,13 +90,13 @@ def main():
     # Per variable, the size of the difference relative to the size of the step
     # (norms, so that one tiny entry's float32 rounding does not dominate).
     rel = [
-        float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)) for a, b in zip(single_deltas, mirrored_deltas)
+        float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12)) for a, b in zip(single_deltas, distributed_deltas)
     ]
     max_rel = max(rel)
     report = {
-        "replicas": mirrored.num_replicas_in_sync,
+        "replicas": DISTRIBUTED.num_replicas_in_sync,
         "single": single_logs,
-        "mirrored": mirrored_logs,
+        "distributed": distributed_logs,
         "per_replica_normaliser_loss": per_replica_loss,
         "max_relative_weight_delta_difference": max_rel,
         "max_abs_delta": float(max(np.max(np.abs(d)) for d in single_deltas)),

@@ -1,0 +1,151 @@
+"""The TensorFlow functions that exports trace: pre-processing, model, decoding.
+
+Two input contracts:
+
+* **end to end** (SavedModel): uint8 images of any size, or encoded JPEG/PNG
+  bytes; the graph resizes, normalises and pads, runs the model, decodes and
+  NMSes, and returns boxes in each input image's own pixels with the dataset's
+  category ids.
+* **canvas** (TFLite, ONNX): float32 (or, for full-int8 TFLite, uint8) RGB
+  pixels ``[B, Hp, Wp, 3]`` with 0..255 values, already resized keep-ratio into
+  the model's canvas and padded bottom/right with the ImageNet mean colour
+  (`canvas_from_image`); the graph normalises and runs the model, then either
+  decodes and NMSes (boxes in canvas pixels) or returns the raw head outputs.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_gfocal.data.transforms import MEAN, STD, padded_size, preprocess_image, resize_keep_ratio
+
+POSTPROCESS_SCOPE = "gfocal_postprocess"
+DETECTION_KEYS = ("boxes", "scores", "classes", "labels", "num_detections", "edge_confidence")
+
+
+def model_image_size(model, image_size=None):
+    """The resize canvas ``(H, W)``: the argument, the model's training size, or 800x1333."""
+    size = image_size or getattr(model, "image_size", None) or (800, 1333)
+    return tuple(int(v) for v in size)
+
+
+def canvas_from_image(image, image_size, dtype=np.float32):
+    """Host-side pre-processing for the canvas contract (TFLite, ONNX).
+
+    Args:
+        image: uint8 ``[h, w, 3]`` RGB.
+        image_size: ``(H, W)`` resize canvas of the export.
+        dtype: ``np.float32``, or ``np.uint8`` for a full-int8 TFLite input.
+    Returns:
+        ``(canvas [Hp, Wp, 3] of dtype, scale)``; boxes predicted on the canvas
+        map back to the image by dividing by ``scale``.
+    """
+    resized, _, scale = resize_keep_ratio(image, np.zeros([0, 4], np.float32), image_size)
+    resized = resized.numpy()
+    hp, wp = padded_size(image_size, 32)
+    canvas = np.empty([hp, wp, 3], np.float32)
+    canvas[...] = MEAN  # normalises to zero, like the training pipeline's padding
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    if dtype == np.uint8:
+        canvas = np.clip(np.round(canvas), 0, 255)
+    return canvas.astype(dtype), float(scale.numpy())
+
+
+def normalize(pixels):
+    """0..255 RGB (any dtype) -> the model's normalised float32 input."""
+    return (tf.cast(pixels, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
+
+
+def _category_ids(model, labels):
+    """Contiguous labels -> the dataset's category ids (-1 stays -1)."""
+    ids = model.category_ids or list(range(model.num_classes))
+    table = tf.constant(ids, tf.int32)
+    return tf.where(labels >= 0, tf.gather(table, tf.maximum(labels, 0)), -1)
+
+
+def detect_on_canvas(model, pixels, nms=True):
+    """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
+
+    With ``nms``: dict of `DETECTION_KEYS` (``classes`` are category ids,
+    ``labels`` contiguous). Without: ``{"cls_scores": [B, A, C], "reg_logits":
+    [B, A, 4 * (reg_max + 1)]}`` for `numpy_postprocess.postprocess`.
+    """
+    images = normalize(pixels)
+    outputs = model(images, training=False)
+    if not nms:
+        return {"cls_scores": outputs["cls_scores"], "reg_logits": outputs["reg_logits"]}
+    # The scope names the ops that full-int8 TFLite keeps in float.
+    with tf.name_scope(POSTPROCESS_SCOPE):
+        detections = model.decode(images, outputs)
+        labels = detections.pop("classes")
+        detections["labels"] = labels
+        detections["classes"] = _category_ids(model, labels)
+    return detections
+
+
+def detect_end_to_end(model, images, image_size):
+    """A batch of decoded images -> detections in each image's own pixels.
+
+    Args:
+        images: uint8 ``[B, h, w, 3]`` (one size per batch).
+        image_size: ``(H, W)`` resize canvas.
+    Returns:
+        dict of `DETECTION_KEYS`; boxes xyxy in input-image pixels.
+    """
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_equal(
+            shape[-1], 3, message="images must have 3 channels (RGB): convert grayscale or RGBA images first."
+        ),
+        tf.debugging.assert_positive(shape[0], message="Empty batch: send at least one image"),
+    ]
+    # The checks run before anything reads the images, so their message is the one a caller sees.
+    with tf.control_dependencies(checks):
+        images = tf.identity(images)
+    hp, wp = padded_size(image_size, 32)
+
+    def prepare(image):
+        canvas, scale = preprocess_image(image, image_size)
+        return canvas, scale
+
+    canvases, scales = tf.map_fn(
+        prepare, images,
+        fn_output_signature=(tf.TensorSpec([hp, wp, 3], tf.float32), tf.TensorSpec([], tf.float32)),
+    )
+    original = tf.cast(tf.shape(images)[1:3], tf.float32)
+    return _finish(model, canvases, scales, tf.tile(original[None], [tf.shape(images)[0], 1]))
+
+
+def detect_encoded(model, image_bytes, image_size):
+    """Encoded JPEG/PNG/GIF/BMP strings ``[B]`` -> detections in each image's pixels."""
+    check = tf.debugging.assert_positive(tf.size(image_bytes), message="Empty batch: send at least one image")
+    with tf.control_dependencies([check]):
+        image_bytes = tf.identity(image_bytes)
+    hp, wp = padded_size(image_size, 32)
+
+    def prepare(data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+        canvas, scale = preprocess_image(image, image_size)
+        return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
+
+    canvases, scales, originals = tf.map_fn(
+        prepare, image_bytes,
+        fn_output_signature=(
+            tf.TensorSpec([hp, wp, 3], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.float32),
+        ),
+    )
+    return _finish(model, canvases, scales, originals)
+
+
+def _finish(model, canvases, scales, originals):
+    """Model + decoding on normalised canvases; boxes back to original pixels."""
+    detections = model.decode(canvases, model(canvases, training=False))
+    boxes = detections["boxes"] / scales[:, None, None]
+    h, w = originals[:, 0], originals[:, 1]
+    limits = tf.stack([w, h, w, h], axis=-1)[:, None, :]
+    valid = detections["classes"] >= 0
+    detections["boxes"] = tf.where(valid[..., None], tf.minimum(boxes, limits), 0.0)
+    labels = detections.pop("classes")
+    detections["labels"] = labels
+    detections["classes"] = _category_ids(model, labels)
+    return detections

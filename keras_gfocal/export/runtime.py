@@ -1,0 +1,179 @@
+"""One interface over every model format: ``detector.detect(image)``.
+
+`load_detector(path)` opens a ``.keras`` file, a SavedModel folder (the
+``<name>/<version>/`` folder or its parent), a ``.tflite`` or an ``.onnx`` file
+and returns an object whose ``detect`` takes one uint8 RGB image ``[h, w, 3]``
+and returns its detections in that image's pixels, so that ``gfocal predict``
+and ``gfocal evaluate`` treat every format the same way.
+"""
+
+import os
+
+import numpy as np
+
+from keras_gfocal.export import graphs, numpy_postprocess
+from keras_gfocal.export.metadata import METADATA_NAME, read_metadata
+
+
+def _check_image(image):
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"detect expects a uint8 RGB image, got dtype {image.dtype}; convert 0..255 pixels to uint8.")
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"detect expects one RGB image [height, width, 3], got shape {image.shape}.")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"detect got an empty image of shape {image.shape}.")
+    return image
+
+
+class Detector:
+    """Base class. Attributes: ``class_names``, ``category_ids``, ``image_size``, ``format``.
+
+    ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections:
+    ``boxes [n, 4]`` xyxy in the image's pixels, ``scores [n]``, ``labels [n]``
+    (contiguous), ``category_ids [n]`` (the dataset's ids) and, where the
+    format keeps it, ``edge_confidence [n, 4]``.
+    """
+
+    format = None
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+        self.class_names = list(metadata["class_names"])
+        self.category_ids = [int(c) for c in metadata["category_ids"]]
+        self.image_size = tuple(metadata["image_size"])
+
+    def detect(self, image):
+        raise NotImplementedError
+
+    def _finish(self, boxes, scores, labels, scale, shape, extra=None):
+        """Canvas-pixel detections -> image pixels, with category ids."""
+        labels = np.asarray(labels, np.int32)
+        boxes = np.clip(np.asarray(boxes, np.float32) / scale, 0, [shape[1], shape[0]] * 2)
+        out = {
+            "boxes": boxes.reshape(-1, 4),
+            "scores": np.asarray(scores, np.float32),
+            "labels": labels,
+            "category_ids": np.asarray(self.category_ids, np.int32)[labels] if len(labels) else labels,
+        }
+        out.update(extra or {})
+        return out
+
+
+class KerasDetector(Detector):
+    """A `GFocalDetector` (in memory or from a ``.keras`` file)."""
+
+    format = "keras"
+
+    def __init__(self, model, image_size=None):
+        from keras_gfocal.export.metadata import build_metadata
+
+        self.model = model
+        super().__init__(build_metadata(model, graphs.model_image_size(model, image_size), "keras"))
+
+    def detect(self, image):
+        from keras_gfocal.data import preprocess_image
+
+        image = _check_image(image)
+        canvas, scale = preprocess_image(image, self.image_size)
+        det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
+        n = int(det["num_detections"])
+        return self._finish(det["boxes"][:n], det["scores"][:n], det["classes"][:n], float(scale), image.shape,
+                            {"edge_confidence": det["edge_confidence"][:n]})
+
+
+class SavedModelDetector(Detector):
+    """An exported SavedModel, through its ``serving_default`` signature."""
+
+    format = "saved_model"
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        super().__init__(read_metadata(path))
+        self.signature = tf.saved_model.load(path).signatures["serving_default"]
+
+    def detect(self, image):
+        image = _check_image(image)
+        det = {k: v.numpy()[0] for k, v in self.signature(images=image[None]).items()}
+        n = int(det["num_detections"])
+        return {
+            "boxes": det["boxes"][:n], "scores": det["scores"][:n], "labels": det["labels"][:n],
+            "category_ids": det["classes"][:n], "edge_confidence": det["edge_confidence"][:n],
+        }
+
+
+class TFLiteDetector(Detector):
+    """A ``.tflite`` export, run by the LiteRT interpreter (``num_threads``
+    defaults to every core, as an app on a phone would use its big cores)."""
+
+    format = "tflite"
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(read_metadata(path))
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
+        self.runner = self.interpreter.get_signature_runner("serving_default")
+        self.input_dtype = np.uint8 if self.metadata["input"]["dtype"] == "uint8" else np.float32
+
+    def detect(self, image):
+        image = _check_image(image)
+        canvas, scale = graphs.canvas_from_image(image, self.image_size, self.input_dtype)
+        raw = self.runner(pixels=canvas[None])
+        out = {name: raw[f"output_{i}"] for i, name in enumerate(self.metadata["outputs"])}
+        if not self.metadata["nms"]:
+            det = numpy_postprocess.postprocess(out["cls_scores"], out["reg_logits"], self.metadata)
+            return self._finish(det["boxes"], det["scores"], det["labels"], scale, image.shape,
+                                {"edge_confidence": det["edge_confidence"]})
+        n = int(out["num_detections"][0])
+        return self._finish(out["boxes"][0, :n], out["scores"][0, :n], out["labels"][0, :n], scale, image.shape,
+                            {"edge_confidence": out["edge_confidence"][0, :n]})
+
+
+class OnnxDetector(Detector):
+    """An ``.onnx`` export, run by onnxruntime."""
+
+    format = "onnx"
+
+    def __init__(self, path):
+        import onnxruntime
+
+        super().__init__(read_metadata(path))
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def detect(self, image):
+        image = _check_image(image)
+        canvas, scale = graphs.canvas_from_image(image, self.image_size)
+        out = dict(zip(self.output_names, self.session.run(None, {self.input_name: canvas[None]})))
+        n = int(out["num_detections"][0])
+        return self._finish(out["boxes"][0, :n], out["scores"][0, :n], out["labels"][0, :n], scale, image.shape,
+                            {"edge_confidence": out["edge_confidence"][0, :n]})
+
+
+def load_detector(path, image_size=None):
+    """Opens any model this package writes; see the module docstring."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Model not found: {path}")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            versions = sorted((d for d in os.listdir(path) if d.isdigit()), key=int)
+            if not versions:
+                raise ValueError(f"{path} is neither a SavedModel folder nor a <name>/ folder of numbered versions.")
+            path = os.path.join(path, versions[-1])
+        if not os.path.exists(os.path.join(path, METADATA_NAME)):
+            raise ValueError(f"{path} is a SavedModel without {METADATA_NAME}; export it with `gfocal export`.")
+        return SavedModelDetector(path)
+    if path.endswith(".tflite"):
+        return TFLiteDetector(path)
+    if path.endswith(".onnx"):
+        return OnnxDetector(path)
+    if path.endswith(".keras"):
+        import keras
+
+        import keras_gfocal  # noqa: F401  registers the serialisable classes
+
+        return KerasDetector(keras.saving.load_model(path, safe_mode=True), image_size)
+    raise ValueError(f"Unknown model format: {path}; expected a .keras, .tflite or .onnx file or a SavedModel folder.")

@@ -1,0 +1,54 @@
+"""SavedModel export for TF Serving: uint8 images or encoded bytes in, detections out."""
+
+import os
+
+import tensorflow as tf
+
+from keras_gfocal.export import graphs
+from keras_gfocal.export.metadata import build_metadata, write_metadata
+
+
+class _Serving(tf.Module):
+    def __init__(self, model, image_size):
+        super().__init__()
+        # Save the weights only: tracking the model itself would also save a
+        # compiled model's optimiser slots (twice the size, no use to a server).
+        object.__setattr__(self, "model", model)
+        self.weights = [w.value for w in model.weights]
+        self.image_size = tuple(image_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve_images(self, images):
+        return graphs.detect_end_to_end(self.model, images, self.image_size)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(self, image_bytes):
+        return graphs.detect_encoded(self.model, image_bytes, self.image_size)
+
+
+def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
+    """Writes ``out/name/version/``, the layout TF Serving loads.
+
+    Signatures:
+        ``serving_default``: ``images`` uint8 ``[B, h, w, 3]`` (any size, one
+            size per batch).
+        ``detect_bytes``: ``image_bytes`` string ``[B]`` of encoded JPEG / PNG /
+            GIF / BMP (what TF Serving's REST API sends as ``{"b64": ...}``).
+    Both return ``boxes [B, D, 4]`` xyxy in each input image's pixels,
+    ``scores [B, D]``, ``classes [B, D]`` (the dataset's category ids, -1 on
+    padding), ``labels [B, D]`` (contiguous), ``num_detections [B]`` and
+    ``edge_confidence [B, D, 4]``.
+
+    Returns:
+        the version folder.
+    """
+    image_size = graphs.model_image_size(model, image_size)
+    path = os.path.join(out, name, str(int(version)))
+    module = _Serving(model, image_size)
+    signatures = {
+        "serving_default": module.serve_images.get_concrete_function(),
+        "detect_bytes": module.serve_bytes.get_concrete_function(),
+    }
+    tf.saved_model.save(module, path, signatures=signatures)
+    write_metadata(path, build_metadata(model, image_size, "saved_model", signatures=sorted(signatures)))
+    return path

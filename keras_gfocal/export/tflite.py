@@ -1,0 +1,146 @@
+"""TFLite export: float32, float16, dynamic-range int8, full int8; built-in ops only.
+
+The input is the canvas (see `graphs`): ``pixels [1, Hp, Wp, 3]`` float32 RGB
+0..255 (uint8 for full int8), resized and padded on the host. With NMS the
+outputs are the detections in canvas pixels; with ``nms=False`` the file has
+static shapes only and returns the raw head outputs for
+`keras_gfocal.export.numpy_postprocess.postprocess` (the variant that GPU
+delegates run).
+"""
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tqdm.auto import tqdm
+
+from keras_gfocal.data.transforms import padded_size
+from keras_gfocal.export import graphs
+from keras_gfocal.export.metadata import build_metadata, write_metadata
+
+QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+
+
+def calibration_images(ann, images, image_size, count=100):
+    """Canvas images from a COCO-format dataset for full-int8 calibration."""
+    from keras_gfocal.data import CocoDataset
+
+    dataset = CocoDataset(ann, images, skip_bad_images=True)
+    ids = list(dataset.image_ids)[:count]
+    for image_id in tqdm(ids, desc="calibrate", unit="image", leave=False):
+        image = tf.io.decode_image(
+            tf.io.read_file(dataset.image_path(image_id)), channels=3, expand_animations=False
+        ).numpy()
+        yield graphs.canvas_from_image(image, image_size)[0]
+
+
+def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibration=None, num_calibration=100):
+    """Converts ``model`` to a ``.tflite`` file and writes its metadata beside it.
+
+    Args:
+        model: a `GFocalDetector`.
+        path: output file.
+        quantize: None (float32), ``"float16"``, ``"dynamic"`` (int8 weights),
+            or ``"int8"`` (int8 weights and activations, uint8 input).
+        nms: keep decoding and NMS inside; False gives raw outputs and static shapes.
+        calibration: for ``"int8"``: ``(ann_json, image_dir)`` of a COCO-format
+            dataset, or an iterable of canvas images ``[Hp, Wp, 3]``.
+    Returns:
+        ``path``.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"Unknown TFLite quantization {quantize!r}; use one of {QUANTIZATIONS}.")
+    if quantize == "int8" and calibration is None:
+        raise ValueError(
+            "Full int8 needs calibration images: pass calibration=(ann_json, image_dir) "
+            "(gfocal export --calibration-ann A --calibration-images DIR)."
+        )
+    image_size = graphs.model_image_size(model, image_size)
+    hp, wp = padded_size(image_size, 32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, hp, wp, 3], tf.float32, name="pixels")])
+    def detect(pixels):
+        return graphs.detect_on_canvas(model, pixels, nms=nms)
+
+    # Weights become constants: left as resource variables, neither
+    # quantisation nor GPU delegates would see them.
+    concrete = detect.get_concrete_function()
+    # The file names its outputs output_0, output_1, ... in this order.
+    output_names = sorted(concrete.structured_outputs)
+    frozen = convert_variables_to_constants_v2(concrete)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    tflite_bytes = _convert(converter, quantize, calibration, image_size, num_calibration, nms)
+    with open(path, "wb") as f:
+        f.write(tflite_bytes)
+    write_metadata(path, build_metadata(
+        model, image_size, "tflite", quantization=quantize or "float32", nms=bool(nms), outputs=output_names,
+        input={"name": "pixels", "shape": [1, hp, wp, 3], "dtype": _input_dtype(tflite_bytes)},
+    ))
+    return path
+
+
+def _input_dtype(tflite_bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return np.dtype(Interpreter(model_content=tflite_bytes).get_input_details()[0]["dtype"]).name
+
+
+def _convert(converter, quantize, calibration, image_size, num_calibration, nms):
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        if isinstance(calibration, tuple) and len(calibration) == 2 and isinstance(calibration[0], str):
+            calibration = list(calibration_images(*calibration, image_size=image_size, count=num_calibration))
+        samples = [np.asarray(c, np.float32)[None] for c in calibration]
+        if not samples:
+            raise ValueError("The calibration set has no readable images.")
+
+        def representative():
+            for sample in samples:
+                yield [sample]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # int8 kernels wherever they exist, float built-ins elsewhere.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.inference_input_type = tf.uint8
+        # Kept float, still built-in ops: decoding and NMS (box coordinates,
+        # the distributions' softmax and the scores that rank NMS lose too
+        # much in 8 bits) and the GroupNorm statistics (a mean and variance
+        # over a whole group do not fit one int8 scale). On the demo model this
+        # halves the int8 mAP loss; see the README's export table.
+        float_nodes = [n for n in _tensor_names(converter.convert()) if _keep_float(n, nms)]
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative, debug_options=options
+        )
+        return debugger.get_nondebug_quantized_model()
+    return converter.convert()
+
+
+_GROUP_NORM_STATISTICS = ("moments", "Rsqrt", "variance", "mean", "Neg", "add_1")
+
+
+def _keep_float(tensor_name, nms):
+    """Whether full-int8 conversion leaves this tensor's op in float."""
+    if nms and graphs.POSTPROCESS_SCOPE in tensor_name:
+        return True
+    # The detector's GroupNormalization layers are all named ``*_gn*``.
+    return "_gn" in tensor_name and any(part in tensor_name for part in _GROUP_NORM_STATISTICS)
+
+
+def _tensor_names(tflite_bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return [t["name"] for t in Interpreter(model_content=tflite_bytes).get_tensor_details()]
+
+
+def tflite_op_names(path):
+    """The operator names used by a ``.tflite`` file (Flex ops show as ``Flex...``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
