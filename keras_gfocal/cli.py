@@ -1,4 +1,4 @@
-"""The ``gfocal`` command: synth, train, evaluate, predict, demo.
+"""The ``gfocal`` command: synth, train, evaluate, predict, export, analyze, demo.
 
 Each subcommand has ``--help``; every one prints where its outputs went.
 """
@@ -61,29 +61,30 @@ def _weights(text):
     return None if text in (None, "none", "None") else text
 
 
-def _load(path):
-    import keras
-
-    import keras_gfocal  # noqa: F401  registers the serialisable classes
+def _open_detector(path, image_size=None):
+    """Any model this package writes (``.keras``, SavedModel, ``.tflite``, ``.onnx``)."""
+    from keras_gfocal.export import load_detector
 
     if not os.path.exists(path):
         raise SystemExit(f"Model file not found: {path}")
-    return keras.saving.load_model(path, safe_mode=True)
+    return load_detector(path, image_size)
 
 
 def cmd_evaluate(args):
     from keras_gfocal.data import CocoDataset, make_dataset
-    from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
+    from keras_gfocal.evaluation import coco_evaluate, detect_coco, predict_coco, write_results
 
-    model = _load(args.model)
-    image_size = args.image_size or getattr(model, "image_size", None) or (800, 1333)
+    detector = _open_detector(args.model, args.image_size)
     dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images)
     if dataset.num_skipped:
         print(f"Skipped {dataset.num_skipped} unreadable or missing images.")
-    eval_ds = make_dataset(dataset, training=False, batch_size=args.batch_size, image_size=image_size)
     start = time.time()
-    results = predict_coco(model, eval_ds, dataset.label_to_category_id)
-    print(f"{len(results)} detections on {len(dataset)} images in {time.time() - start:.1f} s")
+    if detector.format == "keras":  # batched through tf.data: the fast path
+        eval_ds = make_dataset(dataset, training=False, batch_size=args.batch_size, image_size=detector.image_size)
+        results = predict_coco(detector.model, eval_ds, dataset.label_to_category_id)
+    else:
+        results = detect_coco(detector, dataset)
+    print(f"{len(results)} detections on {len(dataset)} images in {time.time() - start:.1f} s ({detector.format})")
     stats = coco_evaluate(dataset.coco, results)
     if args.results_json:
         write_results(results, args.results_json)
@@ -106,64 +107,116 @@ def _list_images(inputs):
     return files
 
 
-def predict_images(model, files, image_size, score_threshold=0.3, out=None, progress=True):
-    """Runs ``model`` on image files; returns a list of per-image result dicts.
+def predict_images(detector, files, score_threshold=0.3, out=None, progress=True):
+    """Runs a `keras_gfocal.export.runtime.Detector` on image files.
 
-    Boxes come back in each original image's pixels. If ``out`` is set, a
-    picture with the boxes drawn is written there for each image.
+    Returns one dict per image: ``file`` and ``detections`` (box xyxy in the
+    image's pixels, score, label, category id, class name and, where the
+    format keeps it, the per-edge localisation confidence l, t, r, b). If
+    ``out`` is set, a picture with the boxes drawn is written there per image.
     """
     import numpy as np
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from keras_gfocal.data import preprocess_image
     from keras_gfocal.visualize import draw_detections
 
-    names = getattr(model, "class_names", None)
-    ids = getattr(model, "category_ids", None)
+    names = detector.class_names
     results = []
     for path in tqdm(files, desc="predict", unit="image", disable=not progress):
         try:
             image = np.asarray(Image.open(path).convert("RGB"))
         except Exception as err:  # PIL raises several types for bad files
             raise SystemExit(f"gfocal predict: cannot read image {path}: {err}") from err
-        inputs, scale = preprocess_image(image, image_size)
-        det = {k: np.asarray(v)[0] for k, v in model.predict_on_batch(np.asarray(inputs)[None]).items()}
-        n = int(det["num_detections"])
-        boxes = det["boxes"][:n] / float(scale)
-        boxes = np.clip(boxes, 0, [image.shape[1], image.shape[0]] * 2)
-        entry = {
-            "file": path,
-            "detections": [
-                {
-                    "box_xyxy": [round(float(v), 2) for v in box],
-                    "score": round(float(s), 4),
-                    "label": int(c),
-                    "category_id": int(ids[c]) if ids else int(c),
-                    "class_name": names[c] if names else str(int(c)),
-                }
-                for box, s, c in zip(boxes, det["scores"][:n], det["classes"][:n])
-            ],
-        }
+        det = detector.detect(image)
+        detections = []
+        for i, (box, score, label, category_id) in enumerate(
+            zip(det["boxes"], det["scores"], det["labels"], det["category_ids"])
+        ):
+            entry = {
+                "box_xyxy": [round(float(v), 2) for v in box],
+                "score": round(float(score), 4),
+                "label": int(label),
+                "category_id": int(category_id),
+                "class_name": names[label],
+            }
+            if "edge_confidence" in det:
+                entry["edge_confidence_ltrb"] = [round(float(v), 4) for v in det["edge_confidence"][i]]
+            detections.append(entry)
+        result = {"file": path, "detections": detections}
         if out:
-            picture = draw_detections(image, boxes, det["scores"][:n], det["classes"][:n], names, score_threshold)
-            entry["picture"] = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + "_pred.png")
-            picture.save(entry["picture"])
-        results.append(entry)
+            picture = draw_detections(image, det["boxes"], det["scores"], det["labels"], names, score_threshold)
+            result["picture"] = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + "_pred.png")
+            picture.save(result["picture"])
+        results.append(result)
     return results
 
 
 def cmd_predict(args):
-    model = _load(args.model)
-    image_size = args.image_size or getattr(model, "image_size", None) or (800, 1333)
+    detector = _open_detector(args.model, args.image_size)
     os.makedirs(args.out, exist_ok=True)
-    results = predict_images(model, _list_images(args.inputs), image_size, args.score_threshold, args.out)
+    results = predict_images(detector, _list_images(args.inputs), args.score_threshold, args.out)
     json_path = os.path.join(args.out, "predictions.json")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
     total = sum(len(r["detections"]) for r in results)
-    print(f"{total} detections on {len(results)} images: {json_path}; pictures in {args.out}")
+    print(f"{total} detections on {len(results)} images ({detector.format}): {json_path}; pictures in {args.out}")
     return results
+
+
+def _disk_size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def cmd_export(args):
+    from keras_gfocal.export import export_model
+
+    detector = _open_detector(args.model)
+    if detector.format != "keras":
+        raise SystemExit(f"gfocal export: --model must be a .keras file, got a {detector.format} export: {args.model}")
+    ignored = []
+    if args.format != "tflite":
+        ignored = [flag for flag, value in (("--quantize", args.quantize), ("--no-nms", args.no_nms),
+                                            ("--calibration-ann", args.calibration_ann)) if value]
+    if ignored:
+        print(f"Note: {', '.join(ignored)} apply to --format tflite only; ignored for {args.format}.")
+    calibration = None
+    if args.format == "tflite" and args.quantize == "int8":
+        if not (args.calibration_ann and args.calibration_images):
+            raise SystemExit("gfocal export: --quantize int8 needs --calibration-ann and --calibration-images "
+                             "(a COCO-format dataset whose images calibrate the activation ranges).")
+        calibration = (args.calibration_ann, args.calibration_images)
+    start = time.time()
+    path = export_model(
+        detector.model, args.format, args.out, quantize=args.quantize, nms=not args.no_nms,
+        calibration=calibration, name=args.name, version=args.version, image_size=args.image_size,
+        num_calibration=args.num_calibration,
+    )
+    from keras_gfocal.export.metadata import metadata_path
+
+    print(f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({_disk_size(path) / 1e6:.1f} MB); "
+          f"metadata: {metadata_path(path)}")
+    return path
+
+
+def cmd_analyze(args):
+    from keras_gfocal.analysis import analyze
+
+    for flag, path in (("--model", args.model), ("--v1-model", args.v1_model)):
+        if path is not None and not os.path.exists(path):
+            raise SystemExit(f"gfocal analyze: {flag} file not found: {path}")
+    report = analyze(
+        args.model, args.ann, args.images, args.out, max_images=args.max_images, v1_model=args.v1_model,
+        image_size=args.image_size, batch_size=args.batch_size, iou_floor=args.iou_floor,
+    )
+    files = report["files"]
+    print(f"Analysis of {report['num_positives']} positive detections written to {args.out}:")
+    print(f"  scatter plots:  {files['quality_vs_iou']}")
+    print(f"  distributions:  {files['distributions']}")
+    print(f"  correlations:   {files['correlations']}")
+    return report
 
 
 def cmd_demo(args):
@@ -171,8 +224,9 @@ def cmd_demo(args):
     from PIL import Image
 
     from keras_gfocal.data import CocoDataset
-    from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
     from keras_gfocal.data import make_dataset
+    from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
+    from keras_gfocal.export.runtime import KerasDetector
     from keras_gfocal.training.loop import train
     from keras_gfocal.visualize import draw_detections, image_grid
 
@@ -203,7 +257,7 @@ def cmd_demo(args):
 
     print("[4/4] Drawing predictions on validation images")
     files = [val.image_path(i) for i in val.image_ids[: args.num_pictures]]
-    preds = predict_images(model, files, args.image_size, score_threshold=0.3, progress=False)
+    preds = predict_images(KerasDetector(model, args.image_size), files, score_threshold=0.3, progress=False)
     pictures = []
     for path, pred in zip(files, preds):
         image = np.asarray(Image.open(path).convert("RGB"))
@@ -269,7 +323,7 @@ def build_parser():
 
     p = sub.add_parser("evaluate", help="COCO mAP of a model on a COCO-format dataset",
                        description="Prints pycocotools' 12-number table and the AP per class.")
-    p.add_argument("--model", required=True, help="a .keras file")
+    p.add_argument("--model", required=True, help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
     p.add_argument("--ann", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--results-json", help="also write the detections as a COCO results JSON here")
@@ -281,11 +335,47 @@ def build_parser():
     p = sub.add_parser("predict", help="detect objects in images; JSON and pictures out",
                        description="Runs a model on image files or folders.")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--model", required=True, help="a .keras file")
+    p.add_argument("--model", required=True, help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="lowest score drawn (default 0.3)")
     p.add_argument("--image-size", type=_size, default=None, help="H,W (default: the model's training size)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a .keras model to SavedModel, TFLite or ONNX",
+                       description="Export a trained .keras model. Flags that do not apply to a format are "
+                                   "accepted and ignored.")
+    p.add_argument("--model", required=True, help="the .keras file to export")
+    p.add_argument("--format", required=True, choices=["saved_model", "tflite", "onnx"])
+    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
+                   help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)")
+    p.add_argument("--no-nms", action="store_true",
+                   help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)")
+    p.add_argument("--calibration-ann", help="COCO instances JSON whose images calibrate full int8")
+    p.add_argument("--calibration-images", help="image folder for --calibration-ann")
+    p.add_argument("--num-calibration", type=int, default=100, help="calibration images used (default 100)")
+    p.add_argument("--image-size", type=_size, default=None, help="H,W (default: the model's training size)")
+    p.add_argument("--name", default="gfocal", help="model name: file stem / SavedModel folder (default gfocal)")
+    p.add_argument("--version", type=int, default=1, help="SavedModel version folder (default 1)")
+    p.add_argument("--out", default="saved_models", help="output folder (default saved_models/)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("analyze", help="does the predicted quality track the real IoU? plots and correlations",
+                       description="Runs a .keras model over a labelled COCO-format dataset, matches its final "
+                                   "detections to same-class ground truth (IoU >= --iou-floor) and writes "
+                                   "quality_vs_iou.png, distributions.png and correlations.json (Pearson r of the "
+                                   "IoU with the DGQP quality, the classification score, the joint score and the "
+                                   "edge top-1 probability). Needs matplotlib.")
+    p.add_argument("--model", required=True, help="the .keras model file to analyse")
+    p.add_argument("--ann", required=True, help="COCO instances JSON")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--out", default="analysis", help="output folder (default analysis/)")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--v1-model", default=None, help="a GFocalV1 .keras model whose score is compared")
+    p.add_argument("--image-size", type=_size, default=None, help="H,W (default: each model's training size)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iou-floor", type=float, default=0.1,
+                   help="smallest IoU with a same-class ground truth for a positive detection (default 0.1)")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="synthetic data -> train on CPU -> COCO mAP -> picture (about 15 min)",
                        description="The end-to-end demo: needs no dataset and no internet.")

@@ -11,7 +11,7 @@ from keras_gfocal.cli import build_parser, main
 
 
 def test_every_command_has_help(capsys):
-    for command in ("synth", "train", "evaluate", "predict", "demo"):
+    for command in ("synth", "train", "evaluate", "predict", "export", "analyze", "demo"):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([command, "--help"])
         assert exit_info.value.code == 0
