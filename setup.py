@@ -21,7 +21,7 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "viz": ["matplotlib>=3.8"],
+        "viz": ["matplotlib>=3.8", "ipywidgets>=8"],
         "export": ["tf2onnx>=1.16", "ai-edge-litert>=1.2"],
         "test": [
             "pytest>=8",
@@ -29,6 +29,10 @@ setup(
             "tf2onnx>=1.16",
             "ai-edge-litert>=1.2",
             "onnxruntime>=1.18",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "ipywidgets>=8",
         ],
     },
     entry_points={"console_scripts": ["gfocal=keras_gfocal.cli:main"]},
