@@ -41,6 +41,7 @@ def build(layer, reg_max, batch=2, anchors=7):
 
 def test_feature_layout_hand_values():
     # The NumPy reference feature extraction on a hand-made distribution.
+    n1 = 17
     logits = np.full((4 * n1,), -1e9, np.float32)
     # edge 0: bins 3, 4 with probabilities 0.75 / 0.25 -> top4 (.75, .25, 0, 0), mean .25
     logits[0 * n1 + 3] = np.log(0.75)
@@ -94,7 +95,6 @@ def test_dgqp_features_sorted_descending_and_edge_major():
 def test_dgqp_mean_is_over_topk_values_only():
     # uniform edge: top-4 = 1/17 each and their mean is 1/17; if the mean were over all 17
     # bins it would also be 1/17, so use a peaked edge: probs (0.5, 0.3, 0.1, 0.05, 0.05/13 ...)
-    n1 = 17
     probs = np.array([0.5, 0.3, 0.1, 0.05] + [0.05 / 13] * 13)
     edge = np.log(probs).astype(np.float32)
     x = np.tile(edge, 4)[None, None]  # [1, 1, 68]

@@ -37,7 +37,7 @@ SMALL = {
         NUM_TRAIN=16, NUM_VAL=4, IMAGE_SIZE=64, BATCH_SIZE=8, EPOCHS=1, NUM_CALIBRATION=2, NUM_SHOW=2,
         MAX_EVAL_IMAGES=None,
         # One export per runtime (TensorFlow, LiteRT with calibration, onnxruntime); tests/export covers the rest.
-        FORMATS=["saved_model", "tflite_int8", "onnx"],
+        FORMATS=["saved_model", "tflite_float32", "onnx"],
     ),
     "03_distributions.ipynb": dict(
         NUM_TRAIN=16, NUM_VAL=4, IMAGE_SIZE=64, BATCH_SIZE=8, EPOCHS=1, COMPARE_V1=False, MAX_IMAGES=None,
