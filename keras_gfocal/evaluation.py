@@ -75,12 +75,12 @@ def detect_coco(detector, dataset, progress=True, max_images=None):
     """
     import tensorflow as tf
 
-    from keras_gfocal.data.coco import _decode_image
+    from keras_gfocal.data import decode_image
 
     results = []
     ids = list(dataset.image_ids)[:max_images]
     for image_id in tqdm(ids, desc=f"predict ({detector.format})", unit="image", disable=not progress, leave=False):
-        image = _decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
+        image = decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
         det = detector.detect(image)
         for box, score, category_id in zip(det["boxes"], det["scores"], det["category_ids"]):
             x1, y1, x2, y2 = (float(v) for v in box)

@@ -3,11 +3,12 @@
 * `CocoDataset`: a COCO annotation file bound to its images, validated.
 * `make_dataset`: the batched `tf.data` pipeline (training or evaluation).
 * `preprocess_image`: the same preprocessing for one image at inference.
+* `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them.
 * `write_tfrecords` / `read_tfrecords`: sharded TFRecord storage.
 * `make_synthetic_coco`: a tiny synthetic shapes dataset in COCO format.
 """
 
-from keras_gfocal.data.coco import CocoDataset, make_dataset
+from keras_gfocal.data.coco import CocoDataset, decode_image, make_dataset
 from keras_gfocal.data.synthetic import make_synthetic_coco, synthetic_class_names
 from keras_gfocal.data.tfrecord import read_tfrecords, write_tfrecords
 from keras_gfocal.data.transforms import MEAN, STD, preprocess_image
@@ -15,6 +16,7 @@ from keras_gfocal.data.transforms import MEAN, STD, preprocess_image
 __all__ = [
     "CocoDataset",
     "MEAN",
+    "decode_image",
     "STD",
     "make_dataset",
     "make_synthetic_coco",

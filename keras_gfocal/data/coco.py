@@ -411,7 +411,7 @@ class CocoDataset:
         return tf.data.Dataset.from_tensor_slices(table).map(gather)
 
 
-def _decode_image(image_bytes):
+def decode_image(image_bytes):
     """Decodes JPEG / PNG / GIF / BMP bytes into uint8 `[h, w, 3]` RGB.
 
     Grayscale is repeated to three channels and an alpha channel is dropped.
@@ -536,7 +536,7 @@ def make_dataset(
             image_bytes = record["image_bytes"]
         else:
             image_bytes = tf.io.read_file(record["image_path"])
-        image = _decode_image(image_bytes)
+        image = decode_image(image_bytes)
         boxes = tf.reshape(tf.cast(record["boxes"], tf.float32), [-1, 4])
         labels = tf.cast(record["labels"], tf.int32)
         original_size = tf.shape(image)[:2]

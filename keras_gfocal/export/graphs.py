@@ -16,6 +16,7 @@ Two input contracts:
 import numpy as np
 import tensorflow as tf
 
+from keras_gfocal.data.coco import decode_image
 from keras_gfocal.data.transforms import MEAN, STD, padded_size, preprocess_image, resize_keep_ratio
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
@@ -123,8 +124,7 @@ def detect_encoded(model, image_bytes, image_size):
     hp, wp = padded_size(image_size, 32)
 
     def prepare(data):
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-        image.set_shape([None, None, 3])
+        image = decode_image(data)
         canvas, scale = preprocess_image(image, image_size)
         return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
