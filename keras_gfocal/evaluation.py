@@ -37,15 +37,15 @@ def detections_to_coco(detections, meta, label_to_category_id):
         boxes = np.asarray(detections["boxes"][i, :n], np.float64) / float(meta["scale"][i])
         boxes = np.clip(boxes, 0.0, [w, h, w, h])
         for box, score, label in zip(boxes, detections["scores"][i, :n], detections["classes"][i, :n]):
-            results.append(
-                {
-                    "image_id": int(meta["image_id"][i]),
-                    "category_id": int(label_to_category_id[int(label)]),
-                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
-                    "score": float(score),
-                }
-            )
+            results.append(_coco_result(meta["image_id"][i], label_to_category_id[int(label)], box, score))
     return results
+
+
+def _coco_result(image_id, category_id, box_xyxy, score):
+    """One COCO result dict; the box goes from xyxy to xywh."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return {"image_id": int(image_id), "category_id": int(category_id), "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(score)}
 
 
 def predict_coco(model, eval_dataset, label_to_category_id, progress=True):
@@ -83,9 +83,7 @@ def detect_coco(detector, dataset, progress=True, max_images=None):
         image = decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
         det = detector.detect(image)
         for box, score, category_id in zip(det["boxes"], det["scores"], det["category_ids"]):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({"image_id": int(image_id), "category_id": int(category_id),
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+            results.append(_coco_result(image_id, category_id, box, score))
     return results
 
 
