@@ -43,12 +43,6 @@ class _Timed:
         return out
 
 
-def _disk_size(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="runs/demo/model.keras", help="a trained .keras file")
@@ -67,7 +61,7 @@ def main():
     import keras_gfocal  # noqa: F401  registers the serialisable classes
     from keras_gfocal.data import CocoDataset
     from keras_gfocal.evaluation import coco_evaluate, detect_coco
-    from keras_gfocal.export import export_model, load_detector
+    from keras_gfocal.export import disk_size, export_model, load_detector
     from keras_gfocal.export.runtime import KerasDetector
 
     print(machine_line())
@@ -88,7 +82,7 @@ def main():
 
     rows = []
     stats, latency = score(KerasDetector(model))
-    rows.append(("Keras (.keras)", stats["AP"], _disk_size(args.model), latency, None))
+    rows.append(("Keras (.keras)", stats["AP"], disk_size(args.model), latency, None))
     keras_ap = stats["AP"]
     for name, (fmt, quantize, nms) in VARIANTS.items():
         if args.only and name not in args.only:
@@ -98,7 +92,7 @@ def main():
                             num_calibration=args.num_calibration)
         export_seconds = time.perf_counter() - start
         stats, latency = score(load_detector(path))
-        rows.append((name, stats["AP"], _disk_size(path), latency, export_seconds))
+        rows.append((name, stats["AP"], disk_size(path), latency, export_seconds))
         print(f"{name}: AP {stats['AP']:.4f}, {export_seconds:.0f} s to export", flush=True)
 
     print()

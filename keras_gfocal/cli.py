@@ -164,14 +164,8 @@ def cmd_predict(args):
     return results
 
 
-def _disk_size(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
-
-
 def cmd_export(args):
-    from keras_gfocal.export import export_model
+    from keras_gfocal.export import disk_size, export_model
 
     detector = _open_detector(args.model)
     if detector.format != "keras":
@@ -196,7 +190,7 @@ def cmd_export(args):
     )
     from keras_gfocal.export.metadata import metadata_path
 
-    print(f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({_disk_size(path) / 1e6:.1f} MB); "
+    print(f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({disk_size(path) / 1e6:.1f} MB); "
           f"metadata: {metadata_path(path)}")
     return path
 

@@ -19,6 +19,13 @@ from keras_gfocal.export.tflite import export_tflite, tflite_op_names
 FORMATS = ("saved_model", "tflite", "onnx")
 
 
+def disk_size(path):
+    """Bytes on disk of an exported file, or of a SavedModel folder and everything in it."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
 def export_model(model, export_format, out, quantize=None, nms=True, calibration=None, name="gfocal", version=1,
                  image_size=None, num_calibration=100):
     """Exports ``model`` to ``out`` (a folder) and returns the written path.
@@ -42,6 +49,6 @@ def export_model(model, export_format, out, quantize=None, nms=True, calibration
 
 
 __all__ = [
-    "FORMATS", "export_model", "export_onnx", "export_saved_model", "export_tflite",
+    "FORMATS", "disk_size", "export_model", "export_onnx", "export_saved_model", "export_tflite",
     "load_detector", "read_metadata", "tflite_op_names",
 ]

@@ -56,11 +56,14 @@ def normalize(pixels):
     return (tf.cast(pixels, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
 
 
-def _category_ids(model, labels):
-    """Contiguous labels -> the dataset's category ids (-1 stays -1)."""
-    ids = model.category_ids or list(range(model.num_classes))
-    table = tf.constant(ids, tf.int32)
-    return tf.where(labels >= 0, tf.gather(table, tf.maximum(labels, 0)), -1)
+def _with_category_ids(model, detections):
+    """``classes`` (contiguous labels from `GFocalDetector.decode`) become
+    ``labels``; ``classes`` become the dataset's category ids (-1 stays -1)."""
+    labels = detections.pop("classes")
+    ids = tf.constant(model.category_ids or list(range(model.num_classes)), tf.int32)
+    detections["labels"] = labels
+    detections["classes"] = tf.where(labels >= 0, tf.gather(ids, tf.maximum(labels, 0)), -1)
+    return detections
 
 
 def detect_on_canvas(model, pixels, nms=True):
@@ -76,11 +79,7 @@ def detect_on_canvas(model, pixels, nms=True):
         return {"cls_scores": outputs["cls_scores"], "reg_logits": outputs["reg_logits"]}
     # The scope names the ops that full-int8 TFLite keeps in float.
     with tf.name_scope(POSTPROCESS_SCOPE):
-        detections = model.decode(images, outputs)
-        labels = detections.pop("classes")
-        detections["labels"] = labels
-        detections["classes"] = _category_ids(model, labels)
-    return detections
+        return _with_category_ids(model, model.decode(images, outputs))
 
 
 def detect_end_to_end(model, images, image_size):
@@ -145,7 +144,4 @@ def _finish(model, canvases, scales, originals):
     limits = tf.stack([w, h, w, h], axis=-1)[:, None, :]
     valid = detections["classes"] >= 0
     detections["boxes"] = tf.where(valid[..., None], tf.minimum(boxes, limits), 0.0)
-    labels = detections.pop("classes")
-    detections["labels"] = labels
-    detections["classes"] = _category_ids(model, labels)
-    return detections
+    return _with_category_ids(model, detections)

@@ -59,6 +59,12 @@ class Detector:
         out.update(extra or {})
         return out
 
+    def _finish_detections(self, outputs, scale, shape):
+        """The canvas-contract detection outputs of one image (batch axis of 1) -> `_finish`."""
+        n = int(outputs["num_detections"][0])
+        return self._finish(outputs["boxes"][0, :n], outputs["scores"][0, :n], outputs["labels"][0, :n], scale, shape,
+                            {"edge_confidence": outputs["edge_confidence"][0, :n]})
+
 
 class KerasDetector(Detector):
     """A `GFocalDetector` (in memory or from a ``.keras`` file)."""
@@ -126,9 +132,7 @@ class TFLiteDetector(Detector):
             det = numpy_postprocess.postprocess(out["cls_scores"], out["reg_logits"], self.metadata)
             return self._finish(det["boxes"], det["scores"], det["labels"], scale, image.shape,
                                 {"edge_confidence": det["edge_confidence"]})
-        n = int(out["num_detections"][0])
-        return self._finish(out["boxes"][0, :n], out["scores"][0, :n], out["labels"][0, :n], scale, image.shape,
-                            {"edge_confidence": out["edge_confidence"][0, :n]})
+        return self._finish_detections(out, scale, image.shape)
 
 
 class OnnxDetector(Detector):
@@ -148,9 +152,7 @@ class OnnxDetector(Detector):
         image = _check_image(image)
         canvas, scale = graphs.canvas_from_image(image, self.image_size)
         out = dict(zip(self.output_names, self.session.run(None, {self.input_name: canvas[None]})))
-        n = int(out["num_detections"][0])
-        return self._finish(out["boxes"][0, :n], out["scores"][0, :n], out["labels"][0, :n], scale, image.shape,
-                            {"edge_confidence": out["edge_confidence"][0, :n]})
+        return self._finish_detections(out, scale, image.shape)
 
 
 def load_detector(path, image_size=None):
