@@ -1,4 +1,4 @@
-"""The ``gfocal`` command: synth, train, evaluate, predict, export, analyze, demo.
+"""The ``gfocal`` command: synth, train, evaluate, predict, export, analyze, demo, convert.
 
 Each subcommand has ``--help``; every one prints where its outputs went.
 """
@@ -271,6 +271,19 @@ def cmd_demo(args):
     return stats
 
 
+def cmd_convert(args):
+    from keras_gfocal.checkpoints import convert_checkpoint
+
+    if not args.out.endswith(".keras"):
+        raise ValueError(f"--out must name a .keras file, got {args.out!r}.")
+    model = convert_checkpoint(args.checkpoint, args.preset, out=args.out, num_classes=args.num_classes)
+    names = model.class_names or []
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    print(f"Converted {args.checkpoint} ({args.preset}, {model.num_classes} classes{': ' + shown if names else ''}) "
+          f"to {args.out}")
+    return model
+
+
 # -------------------------------------------------------------------- parser
 
 
@@ -370,6 +383,19 @@ def build_parser():
     p.add_argument("--iou-floor", type=float, default=0.1,
                    help="smallest IoU with a same-class ground truth for a positive detection (default 0.1)")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("convert", help="convert an MMDetection / official GFocal .pth checkpoint to .keras",
+                       description="Reads an MMDetection-layout GFocal checkpoint (the official GFocalV2 COCO "
+                                   "models, MMDetection's GFL models) without torch and without running any code "
+                                   "from the file, and writes the same network as a .keras model. Evaluate it with "
+                                   "gfocal evaluate (the reference's per-image test resize is used).")
+    p.add_argument("--checkpoint", required=True, help="the .pth file")
+    p.add_argument("--preset", required=True, choices=sorted(n for n in PRESETS if "tiny" not in n),
+                   help="the architecture the checkpoint holds (gfocal_v2_r50_fpn for the official R50 models)")
+    p.add_argument("--out", required=True, help="the .keras file to write")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="default: read off the checkpoint (the background channel of GFocalV2 models dropped)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="synthetic data -> train on CPU -> COCO mAP -> picture (about 15 min)",
                        description="The end-to-end demo: needs no dataset and no internet.")

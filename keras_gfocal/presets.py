@@ -1,39 +1,78 @@
-"""Named detector configurations for `GFocalDetector.from_preset`."""
+"""Named detector configurations for `GFocalDetector.from_preset`.
+
+Each preset names a backbone (a class and its arguments), the default weights
+it loads, and the detector's other constructor arguments.
+"""
+
+from keras_gfocal.layers import ResNetBackbone, TinyBackbone
 
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
-_TINY_HEAD = {"tiny_base_width": 16, "fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
+_TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
 
 PRESETS = {
     "gfocal_v2_r50_fpn": {
         "description": "GFocalV2, ResNet-50-FPN, as the reference (41.0 AP on COCO with the 1x schedule).",
-        "config": {"backbone": "resnet50", "dgqp": True, **_RESNET_HEAD},
+        "backbone": (ResNetBackbone, {"depth": 50}),
         "default_backbone_weights": "imagenet",
+        "config": {"dgqp": True, **_RESNET_HEAD},
     },
     "gfocal_v2_r101_fpn": {
         "description": "GFocalV2, ResNet-101-FPN.",
-        "config": {"backbone": "resnet101", "dgqp": True, **_RESNET_HEAD},
+        "backbone": (ResNetBackbone, {"depth": 101}),
         "default_backbone_weights": "imagenet",
+        "config": {"dgqp": True, **_RESNET_HEAD},
     },
     "gfocal_v1_r50_fpn": {
         "description": "GFocalV1 (no DGQP, QFL on logits), ResNet-50-FPN.",
-        "config": {"backbone": "resnet50", "dgqp": False, **_RESNET_HEAD},
+        "backbone": (ResNetBackbone, {"depth": 50}),
         "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",
-        "config": {"backbone": "tiny", "dgqp": True, **_TINY_HEAD},
+        "backbone": (TinyBackbone, {"base_width": 16}),
         "default_backbone_weights": None,
+        "config": {"dgqp": True, **_TINY_HEAD},
     },
     "gfocal_v1_tiny": {
         "description": "GFocalV1 on the tiny backbone: CPU comparisons with gfocal_v2_tiny.",
-        "config": {"backbone": "tiny", "dgqp": False, **_TINY_HEAD},
+        "backbone": (TinyBackbone, {"base_width": 16}),
         "default_backbone_weights": None,
+        "config": {"dgqp": False, **_TINY_HEAD},
     },
 }
 
 
-def preset_config(name):
-    """The constructor arguments of preset ``name``; ValueError naming the choices if unknown."""
+def _preset(name):
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}. Available presets: {', '.join(sorted(PRESETS))}.")
-    return dict(PRESETS[name]["config"])
+    return PRESETS[name]
+
+
+def preset_config(name):
+    """The constructor arguments of preset ``name`` but the backbone; ValueError naming the choices if unknown."""
+    return dict(_preset(name)["config"])
+
+
+def preset_backbone(name, weights="default"):
+    """A new backbone layer for preset ``name``.
+
+    Args:
+        weights: ``"default"`` (the preset's own), None (random init),
+            ``"imagenet"`` or a local weights file, passed to the backbone's
+            ``load_pretrained``.
+    """
+    preset = _preset(name)
+    backbone_class, kwargs = preset["backbone"]
+    if weights == "default":
+        weights = preset["default_backbone_weights"]
+    backbone = backbone_class(**kwargs, name="backbone")
+    if weights is not None:
+        try:
+            backbone.load_pretrained(weights)
+        except (OSError, ValueError) as err:  # download failures, bad or mismatched files
+            raise ValueError(
+                f"Could not load backbone weights {weights!r} for preset {name!r}: {err} "
+                "Pass backbone_weights=None to start from random weights."
+            ) from err
+    return backbone

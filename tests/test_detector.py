@@ -94,6 +94,10 @@ def test_keras_file_round_trip_safe_mode(tmp_path):
     np.testing.assert_allclose(np.asarray(after["reg_logits"]), np.asarray(before["reg_logits"]), rtol=1e-5, atol=1e-6)
 
 
+def _count(weights):
+    return sum(int(np.prod(w.shape)) for w in weights)
+
+
 def test_r50_preset_at_800x1333_builds_with_reference_shapes():
     model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=80, backbone_weights=None)
     out = model(np.zeros((1, 800, 1344, 3), "float32"))
@@ -101,11 +105,22 @@ def test_r50_preset_at_800x1333_builds_with_reference_shapes():
     num_points = sum(h * w for h, w in sizes)
     assert out["cls_scores"].shape == (1, num_points, 80)
     assert out["reg_logits"].shape == (1, num_points, 68)
-    # Frozen parts: stem, stage 1 and every BatchNorm.
-    frozen = [w.path for w in model.non_trainable_weights]
-    assert any("conv1_conv" in p for p in frozen) and any("conv2_block1_1_conv" in p for p in frozen)
-    assert not any("conv3_block1_1_conv/kernel" in p for p in frozen)
-    assert all("_bn/" in p or "conv1_" in p or "conv2_" in p for p in frozen)
+    # The reference's count (PyTorch parameters; BatchNorm running statistics are buffers there).
+    statistics = [w for w in model.weights if w.path.endswith(("moving_mean", "moving_variance"))]
+    assert _count(model.weights) - _count(statistics) == 32_441_946
+    assert _count(statistics) == 2 * 26_560  # every BatchNorm channel of ResNet-50
+    # Frozen: the stem and layer1 (conv and BatchNorm) and every running statistic;
+    # the BatchNorm scale and shift of layer2-4 train.
+    def names(weights):
+        return {w.path.split("/", 1)[1] for w in weights}
+
+    frozen = names(model.non_trainable_weights)
+    stem_and_layer1 = {p for p in names(model.weights) if p.startswith(("backbone/conv1/", "backbone/bn1/", "backbone/layer1_"))}
+    assert len(stem_and_layer1) == 1 + 4 + 3 * (3 * 5) + 5  # stem conv+bn, 3 blocks x 3 conv+bn, downsample
+    assert frozen == stem_and_layer1 | names(statistics)
+    trainable = names(model.trainable_weights)
+    assert {"backbone/layer2_0/bn2/gamma", "backbone/layer4_2/bn3/beta"} <= trainable
+    assert _count(model.trainable_weights) == 32_441_946 - 9_536 - 215_808  # less stem and layer1
     # DGQP: 20 -> 64 -> 1 (1,409 parameters), negligible next to the rest.
     assert model.head.quality.count_params() == 20 * 64 + 64 + 64 + 1
 

@@ -1,9 +1,10 @@
 """Layers of the GFocal detector."""
 
-from keras_gfocal.layers.backbone import ResNetBackbone, TinyBackbone
+from keras_gfocal.layers.backbone import Backbone, TinyBackbone
 from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.fpn import FPN
 from keras_gfocal.layers.gfl_head import GFLHead
+from keras_gfocal.layers.resnet import ResNetBackbone
 from keras_gfocal.layers.scale import Scale
 
-__all__ = ["DGQP", "FPN", "GFLHead", "ResNetBackbone", "Scale", "TinyBackbone"]
+__all__ = ["DGQP", "FPN", "Backbone", "GFLHead", "ResNetBackbone", "Scale", "TinyBackbone"]

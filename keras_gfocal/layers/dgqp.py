@@ -4,6 +4,16 @@ import keras
 from keras import ops
 
 
+def normal_init():
+    """A new N(0, 0.01) initializer: the reference's head init.
+
+    One per layer: in Keras 3 an unseeded initializer instance draws the same
+    values on every call, so a shared one would start every layer of a shape
+    with the same kernel.
+    """
+    return keras.initializers.RandomNormal(stddev=0.01)
+
+
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class DGQP(keras.layers.Layer):
     """Predicts localisation quality from the shape of the edge distributions.
@@ -31,11 +41,10 @@ class DGQP(keras.layers.Layer):
         self.topk = topk
         self.add_mean = add_mean
         self.hidden_units = hidden_units
-        init = keras.initializers.RandomNormal(stddev=0.01)
         self.hidden = keras.layers.Dense(
-            hidden_units, activation="relu", kernel_initializer=init, dtype="float32", name="hidden"
+            hidden_units, activation="relu", kernel_initializer=normal_init(), dtype="float32", name="hidden"
         )
-        self.out = keras.layers.Dense(1, kernel_initializer=init, dtype="float32", name="out")
+        self.out = keras.layers.Dense(1, kernel_initializer=normal_init(), dtype="float32", name="out")
 
     @property
     def num_features(self):

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_gfocal.layers.dgqp import DGQP
+from keras_gfocal.layers.dgqp import DGQP, normal_init
 from keras_gfocal.layers.scale import Scale
 
 
@@ -65,14 +65,13 @@ class GFLHead(keras.layers.Layer):
         self.dgqp_hidden_units = dgqp_hidden_units
         self.prior_prob = prior_prob
 
-        init = keras.initializers.RandomNormal(stddev=0.01)
-
         def tower(name):
             layers = []
             for i in range(stacked_convs):
                 layers += [
                     keras.layers.Conv2D(
-                        channels, 3, padding="same", use_bias=False, kernel_initializer=init, name=f"{name}_conv{i}"
+                        channels, 3, padding="same", use_bias=False, kernel_initializer=normal_init(),
+                        name=f"{name}_conv{i}",
                     ),
                     keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn{i}"),
                     keras.layers.ReLU(name=f"{name}_relu{i}"),
@@ -83,11 +82,11 @@ class GFLHead(keras.layers.Layer):
         self.reg_tower = tower("reg")
         bias = -math.log((1.0 - prior_prob) / prior_prob)
         self.cls_out = keras.layers.Conv2D(
-            num_classes, 3, padding="same", kernel_initializer=init,
+            num_classes, 3, padding="same", kernel_initializer=normal_init(),
             bias_initializer=keras.initializers.Constant(bias), name="cls_out",
         )
         self.reg_out = keras.layers.Conv2D(
-            4 * (reg_max + 1), 3, padding="same", kernel_initializer=init, name="reg_out"
+            4 * (reg_max + 1), 3, padding="same", kernel_initializer=normal_init(), name="reg_out"
         )
         self.scales = [Scale(1.0, name=f"scale_{i}") for i in range(num_levels)]
         self.quality = (

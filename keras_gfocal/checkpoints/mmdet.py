@@ -1,0 +1,145 @@
+"""MMDetection-layout GFocal checkpoints (the official GFocalV2 models and
+MMDetection's GFL models) converted into `GFocalDetector`.
+
+Key names and layouts are listed in the reference facts: ``backbone.*`` in
+torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
+``neck.fpn_convs.{0..4}.conv`` (P3-P5 outputs, then P6, P7),
+``bbox_head.{cls,reg}_convs.{0..3}.{conv,gn}``, ``bbox_head.gfl_cls``,
+``bbox_head.gfl_reg``, ``bbox_head.scales.{0..4}.scale`` and, for GFocalV2,
+``bbox_head.reg_conf.{0,2}``. The official GFocalV2 models' ``gfl_cls`` has a
+background channel after the real classes; it is dropped.
+"""
+
+import os
+
+from keras_gfocal.checkpoints.coco80 import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from keras_gfocal.checkpoints.mapping import (
+    CheckpointMismatchError,
+    assign_all,
+    conv_kernel,
+    conv_rows,
+    dense_kernel_from_1x1,
+)
+from keras_gfocal.checkpoints.torchvision import resnet_rows
+
+
+def _group_norm_rows(prefix, layer):
+    return [(f"{prefix}.weight", layer.gamma, None), (f"{prefix}.bias", layer.beta, None)]
+
+
+def _cls_rows(prefix, conv, drop_background):
+    """``gfl_cls`` rows; with ``drop_background`` the checkpoint's last channel is left out."""
+    if not drop_background:
+        return conv_rows(prefix, conv)
+    return [
+        (f"{prefix}.weight", conv.kernel, lambda w: conv_kernel(w)[..., :-1]),
+        (f"{prefix}.bias", conv.bias, lambda b: b[:-1]),
+    ]
+
+
+def gfocal_rows(model, drop_background=False):
+    """``(checkpoint key, variable, transform)`` rows of a built `GFocalDetector`
+    with a `ResNetBackbone`, in MMDetection's names."""
+    from keras_gfocal.layers import ResNetBackbone
+
+    if not isinstance(model.backbone, ResNetBackbone):
+        raise ValueError(
+            f"MMDetection GFocal checkpoints need a ResNetBackbone; this model has {type(model.backbone).__name__}."
+        )
+    rows = resnet_rows(model.backbone, "backbone.")
+    fpn = model.fpn
+    for i, conv in enumerate(fpn.laterals):
+        rows += conv_rows(f"neck.lateral_convs.{i}.conv", conv)
+    for i, conv in enumerate(list(fpn.smooth) + [fpn.p6, fpn.p7]):
+        rows += conv_rows(f"neck.fpn_convs.{i}.conv", conv)
+    head = model.head
+    for tower_name, tower in (("cls_convs", head.cls_tower), ("reg_convs", head.reg_tower)):
+        for i in range(head.stacked_convs):
+            conv, norm = tower[3 * i], tower[3 * i + 1]
+            rows += conv_rows(f"bbox_head.{tower_name}.{i}.conv", conv)
+            rows += _group_norm_rows(f"bbox_head.{tower_name}.{i}.gn", norm)
+    rows += _cls_rows("bbox_head.gfl_cls", head.cls_out, drop_background)
+    rows += conv_rows("bbox_head.gfl_reg", head.reg_out)
+    rows += [(f"bbox_head.scales.{i}.scale", scale.scale, None) for i, scale in enumerate(head.scales)]
+    if head.quality is not None:
+        for index, dense in ((0, head.quality.hidden), (2, head.quality.out)):
+            rows += [
+                (f"bbox_head.reg_conf.{index}.weight", dense.kernel, dense_kernel_from_1x1),
+                (f"bbox_head.reg_conf.{index}.bias", dense.bias, None),
+            ]
+    return rows
+
+
+def _classes_in_checkpoint(state_dict, source, dgqp, num_classes):
+    """``(num_classes, drop_background)`` read off ``gfl_cls``."""
+    key = "bbox_head.gfl_cls.bias"
+    if key not in state_dict:
+        raise CheckpointMismatchError(f"{source} has no {key}: it is not an MMDetection GFocal checkpoint.")
+    channels = int(state_dict[key].shape[0])
+    if num_classes is None:
+        # The official GFocalV2 models carry a background channel; MMDetection's GFLV1 models do not.
+        num_classes = channels - 1 if dgqp else channels
+    if channels == num_classes + 1:
+        return num_classes, True
+    if channels == num_classes:
+        return num_classes, False
+    raise CheckpointMismatchError(
+        f"{source}: {key} has {channels} classes, which does not fit num_classes={num_classes}."
+    )
+
+
+def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_names=None, category_ids=None):
+    """Builds preset ``preset`` with the weights of an MMDetection-layout GFocal checkpoint.
+
+    Args:
+        checkpoint: a ``.pth`` path (read without torch or code execution) or
+            a ``{key: array}`` state dict.
+        preset: a `keras_gfocal.presets` name with a ResNet backbone, e.g.
+            ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models.
+        out: optional ``.keras`` path to save the model to.
+        num_classes: default: read off the checkpoint (``gfl_cls`` channels,
+            less the background channel of the official GFocalV2 models).
+        class_names, category_ids: dataset metadata; default: the 80 COCO
+            classes and their ids when there are 80 classes, else the
+            checkpoint's ``meta["CLASSES"]`` (ids 1..N) if it has them.
+    Returns:
+        the `GFocalDetector`, built for any input size; ``image_size`` None so
+        evaluation and prediction use the reference's per-image test resize.
+    Raises:
+        CheckpointMismatchError (a ValueError): missing or extra keys or
+            different shapes, the first few named; deformable-conv (DCN)
+            models are named as such.
+    """
+    from keras_gfocal.checkpoints.pth import read_checkpoint
+    from keras_gfocal.detector import GFocalDetector
+    from keras_gfocal.presets import preset_config
+
+    if isinstance(checkpoint, dict):
+        state_dict, meta, source = checkpoint, {}, "the given state dict"
+    else:
+        source = os.fspath(checkpoint)
+        state_dict, meta = read_checkpoint(source)
+    dcn = sorted(k for k in state_dict if "conv_offset" in k or "dcn" in k.split(".")[-2:])
+    if dcn:
+        raise CheckpointMismatchError(
+            f"{source} is a deformable-conv (DCN) model ({dcn[0]}); keras-gfocal has no DCN backbone."
+        )
+    dgqp = preset_config(preset).get("dgqp", True)
+    num_classes, drop_background = _classes_in_checkpoint(state_dict, source, dgqp, num_classes)
+    if class_names is None:
+        if num_classes == len(COCO_CLASS_NAMES):
+            class_names, category_ids = COCO_CLASS_NAMES, category_ids or COCO_CATEGORY_IDS
+        elif meta.get("CLASSES") is not None and len(meta["CLASSES"]) == num_classes:
+            class_names = meta["CLASSES"]
+    if class_names is not None and category_ids is None:
+        category_ids = range(1, num_classes + 1)
+
+    model = GFocalDetector.from_preset(
+        preset, num_classes=num_classes, backbone_weights=None,
+        class_names=class_names, category_ids=category_ids,
+    )
+    model.build((None, None, None, 3))
+    assign_all(state_dict, gfocal_rows(model, drop_background), source)
+    if out is not None:
+        model.save(out)
+    return model

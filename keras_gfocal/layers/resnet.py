@@ -1,0 +1,180 @@
+"""ResNet-50/101 in torchvision ("pytorch") style, the reference's backbone."""
+
+import keras
+
+from keras_gfocal.layers.backbone import Backbone
+
+# Bottleneck blocks per stage (layer1..layer4).
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+_STAGE_WIDTHS = (64, 128, 256, 512)
+_EXPANSION = 4
+_BN_EPSILON = 1e-5
+
+
+def _conv(filters, kernel_size, strides, name):
+    """A bias-free conv that pads as PyTorch does: ``k // 2`` on every side.
+
+    Keras ``padding="same"`` pads 0 before and 1 after a stride-2 conv on an
+    even size, which shifts every output cell by one input pixel against the
+    reference; explicit symmetric padding + ``"valid"`` matches it exactly.
+    """
+    layers = []
+    if kernel_size > 1:
+        layers.append(keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad"))
+    layers.append(
+        keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False, name=name)
+    )
+    return layers
+
+
+def _bn(name):
+    return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_gfocal")
+class ResNetBackbone(Backbone):
+    """Torchvision-style ResNet-50 or ResNet-101 returning C3, C4, C5.
+
+    Bottleneck blocks with the stride on the 3x3 conv, convs without bias,
+    each followed by BatchNormalization (epsilon 1e-5); every stride-2 conv,
+    the 7x7 stem conv and the 3x3 stem max-pool pad symmetrically as PyTorch
+    does. As the reference trains it: the stem and the first ``frozen_stages``
+    stages are frozen (conv and BatchNorm), every BatchNorm runs in inference
+    mode with its running statistics frozen, and the BatchNorm scale and shift
+    of the other stages train.
+
+    Layer names follow torchvision's state-dict keys with ``_`` for ``.``
+    (``layer2_0_conv2`` is ``layer2.0.conv2``), so its weights load from a
+    torchvision file by name (`load_pretrained`).
+
+    Args:
+        depth: 50 or 101.
+        frozen_stages: 0 freezes nothing (BatchNorm statistics stay frozen),
+            1 (the reference) freezes the stem and ``layer1``, up to 4.
+        weights: None (random init), ``"imagenet"`` (torchvision's ImageNet
+            file, downloaded once) or the path of a torchvision ResNet
+            state-dict file (``.pth``, read without torch).
+    Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std
+        (what torchvision's weights expect), H and W multiples of 32.
+    Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
+        ``[B, H/32, W/32, 2048]``.
+    """
+
+    def __init__(self, depth=50, frozen_stages=1, weights=None, **kwargs):
+        super().__init__(**kwargs)
+        if depth not in RESNET_BLOCKS:
+            raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
+        if not 0 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
+        self.depth = depth
+        self.frozen_stages = frozen_stages
+        self.stem = _conv(64, 7, 2, "conv1") + [
+            _bn("bn1"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.ZeroPadding2D(1, name="maxpool_pad"),  # inputs are >= 0 after ReLU
+            keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool"),
+        ]
+        self.stages = []
+        for stage, (blocks, width) in enumerate(zip(RESNET_BLOCKS[depth], _STAGE_WIDTHS), start=1):
+            self.stages.append([
+                Bottleneck(width, strides=2 if stage > 1 and block == 0 else 1,
+                            downsample=block == 0, name=f"layer{stage}_{block}")
+                for block in range(blocks)
+            ])
+        self.output_channels = tuple(w * _EXPANSION for w in _STAGE_WIDTHS[1:])
+        if frozen_stages > 0:
+            for layer in self.stem:
+                layer.trainable = False
+        for stage in self.stages[:frozen_stages]:
+            for block in stage:
+                block.trainable = False
+        if weights is not None:
+            self.load_pretrained(weights)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.stem:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        for stage in self.stages:
+            for block in stage:
+                block.build(shape)
+                shape = block.compute_output_shape(shape)
+
+    def call(self, images):
+        x = images
+        for layer in self.stem:
+            # BatchNorm always in inference mode: the reference's norm_eval.
+            x = layer(x, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
+        outputs = []
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                x = block(x)
+            if i >= 1:
+                outputs.append(x)
+        return outputs
+
+    def load_pretrained(self, source):
+        """Loads torchvision ResNet weights: ``"imagenet"``, a ``.pth`` path or a state dict."""
+        from keras_gfocal.checkpoints import torchvision
+
+        torchvision.load_resnet_weights(self, source)
+
+    def get_config(self):
+        # The weights travel in the saved model; rebuilding must not fetch them again.
+        return {**super().get_config(), "depth": self.depth, "frozen_stages": self.frozen_stages}
+
+
+@keras.saving.register_keras_serializable(package="keras_gfocal")
+class Bottleneck(keras.layers.Layer):
+    """1x1 -> 3x3 (stride here) -> 1x1 (x4 channels) with a projection shortcut
+    when ``downsample``; BatchNorm in inference mode throughout.
+
+    Input ``[B, H, W, C]``; output ``[B, H/strides, W/strides, 4 * width]``.
+    """
+
+    def __init__(self, width, strides=1, downsample=False, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.strides = strides
+        self.downsample = downsample
+        self.conv1 = keras.layers.Conv2D(width, 1, use_bias=False, name="conv1")
+        self.bn1 = _bn("bn1")
+        self.pad2, self.conv2 = _conv(width, 3, strides, "conv2")
+        self.bn2 = _bn("bn2")
+        self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=False, name="conv3")
+        self.bn3 = _bn("bn3")
+        if downsample:
+            self.downsample_conv = keras.layers.Conv2D(
+                width * _EXPANSION, 1, strides=strides, use_bias=False, name="downsample_0"
+            )
+            self.downsample_bn = _bn("downsample_1")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        inner = shape[:-1] + (self.width,)
+        self.conv1.build(shape)
+        self.bn1.build(inner)
+        self.conv2.build(self.pad2.compute_output_shape(inner))
+        out = self.compute_output_shape(shape)
+        self.bn2.build(out[:-1] + (self.width,))
+        self.conv3.build(out[:-1] + (self.width,))
+        self.bn3.build(out)
+        if self.downsample:
+            self.downsample_conv.build(shape)
+            self.downsample_bn.build(out)
+
+    def call(self, x):
+        y = keras.ops.relu(self.bn1(self.conv1(x), training=False))
+        y = keras.ops.relu(self.bn2(self.conv2(self.pad2(y)), training=False))
+        y = self.bn3(self.conv3(y), training=False)
+        shortcut = self.downsample_bn(self.downsample_conv(x), training=False) if self.downsample else x
+        return keras.ops.relu(y + shortcut)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = tuple(input_shape)
+        s = self.strides
+        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.width * _EXPANSION)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "strides": self.strides, "downsample": self.downsample}
