@@ -55,21 +55,26 @@ def main():
 
     model = GFocalDetector.from_preset(args.preset, num_classes=args.num_classes, backbone_weights=None)
     model.build((None, args.height, args.width, 3))
+    def parameters(layer):
+        # As PyTorch counts them: BatchNorm running statistics are buffers, not parameters.
+        return sum(int(np.prod(w.shape)) for w in layer.weights
+                   if not w.path.endswith(("moving_mean", "moving_variance")))
+
     parts = {
-        "backbone": model.backbone.count_params(),
-        "fpn": model.fpn.count_params(),
-        "head": model.head.count_params(),
-        "dgqp": model.head.quality.count_params() if model.head.quality is not None else 0,
+        "backbone": parameters(model.backbone),
+        "fpn": parameters(model.fpn),
+        "head": parameters(model.head),
+        "dgqp": parameters(model.head.quality) if model.head.quality is not None else 0,
     }
-    total = model.count_params()
+    total = parameters(model)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(f"{args.preset}: {total:,} parameters ({trainable:,} trainable); backbone {parts['backbone']:,}, "
+    print(f"{args.preset}: {total:,} parameters ({trainable:,} trainable, plus "
+          f"{model.count_params() - total:,} BatchNorm running statistics); backbone {parts['backbone']:,}, "
           f"FPN {parts['fpn']:,}, head {parts['head']:,} (DGQP {parts['dgqp']:,})")
-    if args.preset.endswith("r50_fpn"):
+    if args.preset == "gfocal_v2_r50_fpn":
         ref = reference_param_count(args.num_classes)
         print(f"reference GFLV2 R50-FPN: {ref['total']:,} parameters; backbone {ref['backbone']:,}, "
-              f"FPN {ref['fpn']:,}, head {ref['head']:,} (DGQP {ref['dgqp']:,}). The difference is the "
-              "backbone: keras.applications' caffe-style ResNet-50 has biased convs.")
+              f"FPN {ref['fpn']:,}, head {ref['head']:,} (DGQP {ref['dgqp']:,})")
 
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(args.batch_size, args.height, args.width, 3)).astype("float32"))

@@ -88,6 +88,11 @@ def _classes_in_checkpoint(state_dict, source, dgqp, num_classes):
     )
 
 
+def _needs_no_variable(key):
+    # BatchNorm's step counter, and the head's fixed [0, 1, ..., reg_max] projection buffer.
+    return key.endswith("num_batches_tracked") or key == "bbox_head.integral.project"
+
+
 def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_names=None, category_ids=None):
     """Builds preset ``preset`` with the weights of an MMDetection-layout GFocal checkpoint.
 
@@ -110,7 +115,7 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
             different shapes, the first few named; deformable-conv (DCN)
             models are named as such.
     """
-    from keras_gfocal.checkpoints.pth import read_checkpoint
+    from keras_gfocal.checkpoints.pth import read_state_dict
     from keras_gfocal.detector import GFocalDetector
     from keras_gfocal.presets import preset_config
 
@@ -118,7 +123,8 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
         state_dict, meta, source = checkpoint, {}, "the given state dict"
     else:
         source = os.fspath(checkpoint)
-        state_dict, meta = read_checkpoint(source)
+        state_dict, meta = read_state_dict(source)
+        meta = meta or {}
     dcn = sorted(k for k in state_dict if "conv_offset" in k or "dcn" in k.split(".")[-2:])
     if dcn:
         raise CheckpointMismatchError(
@@ -139,7 +145,7 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
         class_names=class_names, category_ids=category_ids,
     )
     model.build((None, None, None, 3))
-    assign_all(state_dict, gfocal_rows(model, drop_background), source)
+    assign_all(state_dict, gfocal_rows(model, drop_background), source, ignore=_needs_no_variable)
     if out is not None:
         model.save(out)
     return model

@@ -61,7 +61,7 @@ def load_resnet_weights(backbone, source):
         state_dict, name = source, "the given state dict"
     else:
         path = _download_imagenet(backbone.depth) if source == "imagenet" else os.fspath(source)
-        state_dict, name = read_state_dict(path), path
+        state_dict, name = read_state_dict(path)[0], path
     if not backbone.built:
         backbone.build((None, None, None, 3))
     assign_all(

@@ -1,0 +1,719 @@
+"""Read PyTorch ``.pth`` / ``.pt`` checkpoints into NumPy, without torch and without running code.
+
+A ``.pth`` file is a pickle, and unpickling an untrusted pickle with the standard machinery
+(``torch.load(weights_only=False)``, ``pickle.load``) can import and call anything the file
+names. This reader never does: its unpickler resolves only the handful of globals a tensor
+state dict needs, each to a NumPy-producing stand-in defined here, and refuses every other
+global with :class:`UnsafeCheckpointError` *before* anything is imported or called. Nothing
+from torch is imported; torch need not be installed.
+
+Both serialisation formats of ``torch.save`` are read:
+
+* zip (the default since torch 1.6): ``<archive>/data.pkl`` (the pickle), one
+  ``<archive>/data/<key>`` entry of raw bytes per storage, ``<archive>/byteorder``.
+* legacy (``_use_new_zipfile_serialization=False``): five consecutive pickles -- the magic
+  number, the protocol version, a system-info dict, the object, the sorted list of storage
+  keys -- then, per key, an int64 element count followed by that storage's raw bytes.
+
+Tensors become C-contiguous NumPy arrays that honour the storage offset, size and stride (so
+transposed or sliced views come out right) and the storage's dtype: float32, float64, float16,
+bfloat16 (returned as float32: its bits are the top half of a float32), int64, int32, int16,
+int8, uint8, bool and complex. Several tensors viewing one storage each get their own copy.
+``nn.Parameter`` becomes a plain array.
+
+Allowed globals: ``torch._utils._rebuild_tensor``, ``_rebuild_tensor_v2``,
+``_rebuild_tensor_v3``, ``_rebuild_parameter``, ``_rebuild_parameter_with_state``; the
+``torch.*Storage`` classes and ``torch.storage.UntypedStorage``; ``torch`` dtypes,
+``torch.Size``, ``torch.device``; ``collections.OrderedDict``; ``builtins`` set, frozenset,
+complex, slice, bytearray; and ``_codecs.encode`` (how protocol 2 stores ``bytes``). The
+reader defends against code execution and out-of-bounds reads, not against a file that merely
+asks for a lot of memory.
+"""
+
+import codecs
+import collections
+import io
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "TorchDtype",
+    "UnresolvedObject",
+    "load_pth",
+    "read_state_dict",
+]
+
+_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+_PROTOCOL_VERSION = 1001
+
+
+class CheckpointError(ValueError):
+    """The file is not a readable PyTorch checkpoint (corrupt, truncated, unsupported)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file's pickle names a global a plain checkpoint never needs (nothing was run).
+
+    Attributes:
+        global_name: the refused ``module.name`` as written in the file.
+        path: the file.
+    """
+
+    def __init__(self, message, global_name=None, path=None):
+        super().__init__(message)
+        self.global_name = global_name
+        self.path = path
+
+
+class _Refused(Exception):
+    """Raised inside the unpickler; turned into UnsafeCheckpointError with the path attached."""
+
+    def __init__(self, global_name):
+        super().__init__(global_name)
+        self.global_name = global_name
+
+
+class _Malformed(Exception):
+    """Raised inside the unpickler; turned into CheckpointError with the path attached."""
+
+
+# ----------------------------------------------------------------------------- dtypes, storages
+class _Frozen:
+    """Base of the stand-ins handed to the pickle: no instance dict, no ``__setstate__``."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise _Malformed(f"the pickle tries to set the state of {self!r}")
+
+    def __setattr__(self, name, value):
+        raise _Malformed(f"the pickle tries to set attribute {name!r} of {self!r}")
+
+
+class TorchDtype(_Frozen):
+    """Stand-in for a ``torch.dtype`` found in a checkpoint (e.g. in ``_rebuild_tensor_v3``).
+
+    Attributes:
+        name: torch's name, e.g. ``"float32"``.
+        numpy_dtype: the NumPy dtype its values are returned as (bfloat16 -> float32).
+    """
+
+    __slots__ = ("name", "numpy_dtype", "_storage_dtype")
+
+    def __init__(self, name, storage_dtype, numpy_dtype=None):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "_storage_dtype", np.dtype(storage_dtype))
+        object.__setattr__(self, "numpy_dtype", np.dtype(numpy_dtype or storage_dtype))
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+    def __eq__(self, other):
+        return isinstance(other, TorchDtype) and other.name == self.name
+
+    def __hash__(self):
+        return hash(("TorchDtype", self.name))
+
+
+# torch dtype name -> (little-endian storage dtype as written, NumPy dtype returned)
+_DTYPE_TABLE = {
+    "float32": ("<f4", None),
+    "float64": ("<f8", None),
+    "float16": ("<f2", None),
+    "bfloat16": ("<u2", "float32"),
+    "int64": ("<i8", None),
+    "int32": ("<i4", None),
+    "int16": ("<i2", None),
+    "int8": ("i1", None),
+    "uint8": ("u1", None),
+    "uint16": ("<u2", None),
+    "uint32": ("<u4", None),
+    "uint64": ("<u8", None),
+    "bool": ("u1", "bool"),
+    "complex64": ("<c8", None),
+    "complex128": ("<c16", None),
+}
+_DTYPES = {name: TorchDtype(name, s, n) for name, (s, n) in _DTYPE_TABLE.items()}
+_DTYPE_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "long": "int64",
+    "int": "int32",
+    "short": "int16",
+    "cfloat": "complex64",
+    "cdouble": "complex128",
+}
+for _alias, _name in _DTYPE_ALIASES.items():
+    _DTYPES[_alias] = _DTYPES[_name]
+
+_STORAGE_CLASSES = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "UntypedStorage": "uint8",
+}
+
+
+class _StorageType(_Frozen):
+    """Stand-in for a ``torch.*Storage`` class; appears only inside persistent ids."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name, dtype):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", dtype)
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+_STORAGE_TYPES = {name: _StorageType(name, _DTYPES[d]) for name, d in _STORAGE_CLASSES.items()}
+
+
+class _Storage:
+    """One storage of a checkpoint: raw bytes (possibly filled in later, legacy format)."""
+
+    __slots__ = ("key", "dtype", "numel", "raw", "byteorder", "_decoded", "__weakref__")
+
+    def __init__(self, key, dtype, numel, byteorder="little"):
+        self.key = key
+        self.dtype = dtype
+        self.numel = numel
+        self.raw = None
+        self.byteorder = byteorder
+        self._decoded = {}
+
+    def __setstate__(self, state):
+        raise _Malformed("the pickle tries to set the state of a storage")
+
+    def array(self, dtype=None):
+        """The storage as a read-only 1-D array of ``dtype`` (default: its own), native order."""
+        dtype = dtype or self.dtype
+        if dtype.name in self._decoded:
+            return self._decoded[dtype.name]
+        if self.raw is None:
+            raise _Malformed(f"storage {self.key!r} has no data")
+        raw_dtype = dtype._storage_dtype
+        if self.byteorder == "big" and raw_dtype.itemsize > 1:
+            raw_dtype = raw_dtype.newbyteorder(">")
+        count = len(self.raw) // raw_dtype.itemsize
+        values = np.frombuffer(self.raw, dtype=raw_dtype, count=count)
+        if dtype.name == "bfloat16":
+            values = (values.astype(np.uint32) << 16).view(np.float32)
+        elif dtype.name == "bool":
+            pass
+        else:
+            values = values.astype(raw_dtype.newbyteorder("="), copy=False)
+        values.flags.writeable = False
+        self._decoded[dtype.name] = values
+        return values
+
+
+class _TensorRef:
+    """A tensor met in the pickle; materialised once every storage has its bytes."""
+
+    __slots__ = ("storage", "offset", "size", "stride", "dtype")
+    __hash__ = None  # tensors are not hashable: a pickle using one as a key or set item fails
+
+    def __init__(self, storage, offset, size, stride, dtype=None):
+        self.storage = storage
+        self.offset = offset
+        self.size = size
+        self.stride = stride
+        self.dtype = dtype or storage.dtype
+
+    def __setstate__(self, state):
+        raise _Malformed("the pickle tries to set the state of a tensor")
+
+    def materialise(self):
+        size, stride, offset = _check_geometry(self.offset, self.size, self.stride)
+        data = self.storage.array(self.dtype)
+        if any(s == 0 for s in size):
+            return np.zeros(size, data.dtype)
+        last = offset + sum((n - 1) * st for n, st in zip(size, stride))
+        if last >= data.shape[0]:
+            raise _Malformed(
+                f"tensor of size {size}, stride {stride}, offset {offset} reads past the end of "
+                f"its storage ({data.shape[0]} elements)"
+            )
+        view = np.lib.stride_tricks.as_strided(
+            data[offset:], shape=size, strides=tuple(st * data.itemsize for st in stride), writeable=False
+        )
+        return np.array(view, order="C")
+
+
+def _int_tuple(value, what):
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise _Malformed(f"bad tensor {what}: {value!r}")
+    return value
+
+
+def _check_geometry(storage_offset, size, stride):
+    if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
+        raise _Malformed(f"bad storage offset {storage_offset!r}")
+    size = _int_tuple(size, "size")
+    stride = _int_tuple(stride, "stride")
+    if len(size) != len(stride):
+        raise _Malformed(f"size {size} and stride {stride} differ in length")
+    return size, stride, storage_offset
+
+
+def _tensor(storage, storage_offset, size, stride, dtype=None):
+    if not isinstance(storage, _Storage):
+        raise _Malformed(f"a tensor is built on {type(storage).__name__}, not on a storage")
+    size, stride, storage_offset = _check_geometry(storage_offset, size, stride)
+    return _TensorRef(storage, storage_offset, size, stride, dtype)
+
+
+# Stand-ins for torch._utils; the signatures accept what every torch version writes.
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    return _tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, *_ignored):
+    if not isinstance(dtype, TorchDtype):
+        raise _Malformed(f"_rebuild_tensor_v3 with dtype {dtype!r}")
+    return _tensor(storage, storage_offset, size, stride, dtype)
+
+
+def _rebuild_parameter(data, *_ignored):
+    if not isinstance(data, _TensorRef):
+        raise _Malformed(f"a parameter wraps {type(data).__name__}, not a tensor")
+    return data
+
+
+def _codecs_encode(text, encoding="utf-8", *_ignored):
+    if not isinstance(text, str) or not isinstance(encoding, str):
+        raise _Malformed("_codecs.encode with non-string arguments")
+    return codecs.encode(text, encoding)
+
+
+def _torch_device(*args):
+    return ":".join(str(a) for a in args)
+
+
+class _SafeCallable(_Frozen):
+    """A vetted callable handed to the pickle in place of the named global."""
+
+    __slots__ = ("_function", "_name")
+
+    def __init__(self, function, name):
+        object.__setattr__(self, "_function", function)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self._function(*args, **kwargs)
+        except (_Malformed, _Refused):
+            raise
+        except Exception as error:  # a bad argument list written into the pickle
+            raise _Malformed(f"{self._name}{args!r}: {error}") from None
+
+    def __repr__(self):
+        return f"<stand-in for {self._name}>"
+
+
+_SAFE_FUNCTIONS = {
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): lambda values=(): tuple(values),
+    ("torch", "device"): _torch_device,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("builtins", "slice"): slice,
+    ("builtins", "bytearray"): bytearray,
+    ("_codecs", "encode"): _codecs_encode,
+}
+_SAFE_GLOBALS = {key: _SafeCallable(fn, ".".join(key)) for key, fn in _SAFE_FUNCTIONS.items()}
+_SAFE_GLOBALS.update({("torch", name): st for name, st in _STORAGE_TYPES.items()})
+_SAFE_GLOBALS[("torch.storage", "UntypedStorage")] = _STORAGE_TYPES["UntypedStorage"]
+_SAFE_GLOBALS.update({("torch", name): dt for name, dt in _DTYPES.items()})
+
+# Protocol-2 pickles written by Python 2 name some modules the old way.
+_MODULE_RENAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+# Where a refused global really lives, for a readable message (os.system pickles as posix.system).
+_MODULE_ALIASES = {"posix": "os", "nt": "os"}
+
+
+# ----------------------------------------------------------------------------- unknown globals
+class UnresolvedObject:
+    """What an unknown global becomes with ``allow_unknown_globals=True``: inert data.
+
+    Nothing is imported or called; the object only records what the pickle said.
+
+    Attributes:
+        global_name: ``module.name`` from the file.
+        args: the arguments the pickle passed to it, if it was called.
+        state: what the pickle passed to ``__setstate__``, if anything.
+        items: list / dict items the pickle appended or set, if any.
+    """
+
+    _global_name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "args", args + ((kwargs,) if kwargs else ()))
+        object.__setattr__(obj, "state", None)
+        object.__setattr__(obj, "items", [])
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    @property
+    def global_name(self):
+        return type(self)._global_name
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "state", state)
+
+    def __setattr__(self, name, value):
+        raise _Malformed(f"the pickle tries to set attribute {name!r} of {self!r}")
+
+    def __setitem__(self, key, value):
+        self.items.append((key, value))
+
+    def append(self, value):
+        self.items.append(value)
+
+    def extend(self, values):
+        self.items.extend(values)
+
+    def __repr__(self):
+        return f"<unresolved {self.global_name}{self.args!r}>"
+
+
+# ----------------------------------------------------------------------------- the unpickler
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, persistent_load=None, allow_unknown_globals=False):
+        super().__init__(file, encoding="utf-8")
+        self._persistent = persistent_load
+        self._allow_unknown = allow_unknown_globals
+        self._unresolved = {}
+
+    def find_class(self, module, name):
+        module = _MODULE_RENAMES.get(module, module)
+        found = _SAFE_GLOBALS.get((module, name))
+        if found is not None:
+            return found
+        qualified = f"{module}.{name}"
+        if not self._allow_unknown:
+            raise _Refused(qualified)
+        if qualified not in self._unresolved:
+            self._unresolved[qualified] = type(
+                name if name.isidentifier() else "Unresolved", (UnresolvedObject,), {"_global_name": qualified}
+            )
+        return self._unresolved[qualified]
+
+    def persistent_load(self, pid):
+        if self._persistent is None:
+            raise _Malformed(f"unexpected persistent id {pid!r}")
+        return self._persistent(pid)
+
+
+def _decode(value):
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _storage_pid(pid, legacy):
+    """Check a storage persistent id; return (key, dtype, numel, view) ."""
+    if not isinstance(pid, tuple) or not pid:
+        raise _Malformed(f"bad persistent id {pid!r}")
+    typename = _decode(pid[0])
+    if typename != "storage":
+        raise _Malformed(f"persistent id of kind {typename!r} (only tensor storages are supported)")
+    expected = 6 if legacy else 5
+    if len(pid) != expected:
+        raise _Malformed(f"bad storage persistent id {pid!r}")
+    storage_type, key, _location, numel = pid[1:5]
+    view = pid[5] if legacy else None
+    if not isinstance(storage_type, _StorageType):
+        raise _Malformed(f"storage of type {storage_type!r}")
+    if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        raise _Malformed(f"bad storage size {numel!r}")
+    return _decode(key), storage_type.dtype, numel, view
+
+
+def _resolve(obj, memo):
+    """Replace every tensor reference in ``obj`` (containers walked in place) by its array."""
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if isinstance(obj, _TensorRef):
+        memo[key] = result = obj.materialise()
+        return result
+    if isinstance(obj, _Storage):
+        memo[key] = result = np.array(obj.array())
+        return result
+    if isinstance(obj, dict):
+        memo[key] = obj
+        for k in list(obj):
+            obj[k] = _resolve(obj[k], memo)
+        extra = getattr(obj, "__dict__", None)
+        if extra:
+            for k in list(extra):
+                extra[k] = _resolve(extra[k], memo)
+        return obj
+    if isinstance(obj, list):
+        memo[key] = obj
+        obj[:] = [_resolve(v, memo) for v in obj]
+        return obj
+    if type(obj) is tuple:
+        memo[key] = obj  # a cycle back to this tuple keeps the unresolved one
+        result = tuple(_resolve(v, memo) for v in obj)
+        memo[key] = result
+        return result
+    if isinstance(obj, UnresolvedObject):
+        memo[key] = obj
+        object.__setattr__(obj, "args", _resolve(obj.args, memo))
+        object.__setattr__(obj, "state", _resolve(obj.state, memo))
+        obj.items[:] = [_resolve(v, memo) for v in obj.items]
+        return obj
+    return obj
+
+
+# ----------------------------------------------------------------------------- the two formats
+def _load_zip(handle, name, allow_unknown_globals):
+    try:
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
+        raise CheckpointError(f"{name}: truncated or corrupt zip archive ({error})") from None
+    with archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                raise CheckpointError(f"{name}: a TorchScript archive, not a torch.save checkpoint")
+            raise CheckpointError(f"{name}: a zip archive without exactly one <archive>/data.pkl")
+        prefix = pickles[0][: -len("data.pkl")]
+        byteorder = "little"
+        if prefix + "byteorder" in names:
+            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            if byteorder not in ("little", "big"):
+                raise CheckpointError(f"{name}: unknown byte order {byteorder!r}")
+        storages = {}
+
+        def persistent_load(pid):
+            key, dtype, numel, _ = _storage_pid(pid, legacy=False)
+            if key in storages:
+                return storages[key]
+            entry = f"{prefix}data/{key}"
+            try:
+                raw = archive.read(entry)
+            except KeyError:
+                raise _Malformed(f"missing storage entry {entry!r}") from None
+            nbytes = numel * dtype._storage_dtype.itemsize
+            if len(raw) < nbytes:
+                raise _Malformed(f"storage {entry!r} holds {len(raw)} bytes, {nbytes} expected")
+            storage = _Storage(key, dtype, numel, byteorder)
+            storage.raw = raw[:nbytes]
+            storages[key] = storage
+            return storage
+
+        data = archive.read(pickles[0])
+        unpickler = _RestrictedUnpickler(io.BytesIO(data), persistent_load, allow_unknown_globals)
+        return unpickler.load()
+
+
+def _load_legacy(handle, name, allow_unknown_globals):
+    def plain():
+        return _RestrictedUnpickler(handle, None, allow_unknown_globals).load()
+
+    magic = plain()
+    if magic != _MAGIC_NUMBER:
+        raise CheckpointError(f"{name}: a pickle, but not a PyTorch checkpoint (no torch magic number)")
+    version = plain()
+    if version != _PROTOCOL_VERSION:
+        raise CheckpointError(f"{name}: unsupported legacy protocol version {version!r}")
+    plain()  # system info; storages are little-endian whatever it says (see below)
+    roots = {}
+    views = {}
+
+    def persistent_load(pid):
+        key, dtype, numel, view = _storage_pid(pid, legacy=True)
+        storage = roots.get(key)
+        if storage is None:
+            storage = roots[key] = _Storage(key, dtype, numel)
+        elif storage.dtype != dtype:
+            raise _Malformed(f"storage {key!r} used with two dtypes")
+        if view is None:
+            return storage
+        if not isinstance(view, tuple) or len(view) != 3:
+            raise _Malformed(f"bad storage view {view!r}")
+        view_key, offset, view_numel = _decode(view[0]), view[1], view[2]
+        if view_key not in views:
+            views[view_key] = (_Storage(view_key, dtype, view_numel), storage, offset)
+        return views[view_key][0]
+
+    result = _RestrictedUnpickler(handle, persistent_load, allow_unknown_globals).load()
+    keys = plain()
+    if not isinstance(keys, list) or not all(isinstance(k, (str, bytes)) for k in keys):
+        raise CheckpointError(f"{name}: bad storage key list")
+    keys = [_decode(k) for k in keys]
+    if set(keys) != set(roots):
+        raise CheckpointError(f"{name}: the storage key list does not match the storages used")
+    for key in keys:
+        storage = roots[key]
+        header = handle.read(8)
+        if len(header) != 8:
+            raise CheckpointError(f"{name}: truncated (storage {key!r} missing)")
+        # torch writes the element count and the data little-endian on every machine.
+        (count,) = struct.unpack("<q", header)
+        if count != storage.numel:
+            raise CheckpointError(f"{name}: storage {key!r} has {count} elements, {storage.numel} expected")
+        nbytes = count * storage.dtype._storage_dtype.itemsize
+        raw = handle.read(nbytes)
+        if len(raw) != nbytes:
+            raise CheckpointError(f"{name}: truncated (storage {key!r} has {len(raw)} of {nbytes} bytes)")
+        storage.raw = raw
+    for view, root, offset in views.values():
+        itemsize = root.dtype._storage_dtype.itemsize
+        if not isinstance(offset, int) or offset < 0 or offset + view.numel > root.numel:
+            raise CheckpointError(f"{name}: storage view {view.key!r} out of range")
+        view.raw = root.raw[offset * itemsize : (offset + view.numel) * itemsize]
+    return result
+
+
+def load_pth(path, allow_unknown_globals=False):
+    """Load a ``torch.save`` file (zip or legacy format) with every tensor as a NumPy array.
+
+    Args:
+        path: a file path (``str`` / ``os.PathLike``) or a seekable binary file object.
+        allow_unknown_globals: by default (False) a pickle that names any global outside the
+            allow-list (see the module docstring) is refused with
+            :class:`UnsafeCheckpointError`. With True such globals become inert
+            :class:`UnresolvedObject` records instead -- still nothing is imported or called --
+            so that checkpoints whose metadata holds other objects (e.g. training-loop state
+            saved by MMEngine) can be read for their tensors.
+
+    Returns:
+        The saved object (dicts, ``OrderedDict``, lists, tuples, scalars, strings) with tensors
+        and parameters as C-contiguous ``np.ndarray`` (bfloat16 as float32).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafeCheckpointError: the pickle names a global that a plain checkpoint never needs.
+        CheckpointError: the file is not a torch checkpoint, or is truncated or corrupt.
+    """
+    if hasattr(path, "read"):
+        return _load_handle(path, getattr(path, "name", "<stream>"), allow_unknown_globals)
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(2, "no such checkpoint file", name)
+    if os.path.isdir(name):
+        raise CheckpointError(f"{name}: is a directory, not a checkpoint file")
+    with open(name, "rb") as handle:
+        return _load_handle(handle, name, allow_unknown_globals)
+
+
+def _load_handle(handle, name, allow_unknown_globals):
+    start = handle.tell()
+    head = handle.read(512)
+    handle.seek(start)
+    try:
+        if head[:4] == b"PK\x03\x04":
+            result = _load_zip(handle, name, allow_unknown_globals)
+        elif len(head) >= 262 and head[257:262] == b"ustar" and tarfile.is_tarfile(handle):
+            raise CheckpointError(f"{name}: a pre-1.0 tar-format torch checkpoint, which is not supported")
+        elif not head[:1] == b"\x80":
+            raise CheckpointError(f"{name}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+        else:
+            result = _load_legacy(handle, name, allow_unknown_globals)
+        return _resolve(result, {})
+    except _Refused as refused:
+        shown = refused.global_name
+        module, _, attr = shown.partition(".")
+        if module in _MODULE_ALIASES:
+            shown = f"{shown} ({_MODULE_ALIASES[module]}.{attr})"
+        raise UnsafeCheckpointError(
+            f"{name}: refused to load: this is not a plain checkpoint. Its pickle names the global "
+            f"{shown}, which a tensor state dict never needs (nothing was imported or called). "
+            "Load it only if you trust its origin, with torch.load.",
+            global_name=refused.global_name,
+            path=name,
+        ) from None
+    except _Malformed as error:
+        raise CheckpointError(f"{name}: corrupt or unsupported checkpoint: {error}") from None
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, struct.error, zipfile.BadZipFile, RecursionError, MemoryError, OverflowError,
+            UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{name}: truncated or corrupt checkpoint ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _flatten(tree, prefix, out, name):
+    for key, value in tree.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{name}: state-dict key {key!r} is not a string")
+        full = prefix + key
+        if isinstance(value, np.ndarray):
+            out[full] = value
+        elif isinstance(value, dict):
+            _flatten(value, full + ".", out, name)
+        else:
+            raise CheckpointError(f"{name}: state-dict entry {full!r} is a {type(value).__name__}, not a tensor")
+    return out
+
+
+def read_state_dict(path, allow_unknown_globals=False):
+    """Read a checkpoint's weights as a flat ``{name: np.ndarray}``, and its metadata.
+
+    Args:
+        path: as for :func:`load_pth`.
+        allow_unknown_globals: as for :func:`load_pth`.
+
+    Returns:
+        ``(state_dict, meta)``: ``state_dict`` maps each parameter / buffer name (in file order;
+        nested dicts are joined with ``.``) to its array. It is the file's ``"state_dict"``
+        entry (MMDetection / MMCV checkpoints ``{"meta": ..., "state_dict": ...}``), else its
+        ``"model"`` entry (e.g. torchvision / detectron-style training checkpoints), else the
+        file's top-level dict itself (a bare ``model.state_dict()``). ``meta`` is the file's
+        ``"meta"`` entry, or None.
+
+    Raises:
+        CheckpointError: no state dict found, or an entry is not a tensor; and everything
+        :func:`load_pth` raises.
+    """
+    name = getattr(path, "name", "<stream>") if hasattr(path, "read") else os.fspath(path)
+    loaded = load_pth(path, allow_unknown_globals=allow_unknown_globals)
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{name}: holds a {type(loaded).__name__}, not a dict of tensors")
+    meta = loaded.get("meta") if isinstance(loaded.get("meta"), dict) else None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(loaded.get(wrapper), dict):
+            return _flatten(loaded[wrapper], "", {}, name), meta
+    if loaded and all(isinstance(v, (np.ndarray, dict)) for v in loaded.values()):
+        return _flatten(loaded, "", {}, name), None
+    raise CheckpointError(
+        f"{name}: no state dict found (top-level keys: {sorted(map(str, loaded))[:10]}); "
+        "expected a 'state_dict' or 'model' entry, or a bare state dict"
+    )
