@@ -94,7 +94,7 @@ class _Frozen:
         raise _Malformed(f"the pickle tries to set the state of {self!r}")
 
     def __setattr__(self, name, value):
-        raise _Malformed(f"the pickle tries to set attribute {name!r} of {self!r}")
+        raise AttributeError(f"{self!r} is read-only (attribute {name!r})")
 
 
 class TorchDtype(_Frozen):
@@ -218,7 +218,7 @@ class _Storage:
         if dtype.name == "bfloat16":
             values = (values.astype(np.uint32) << 16).view(np.float32)
         elif dtype.name == "bool":
-            pass
+            values = values != 0
         else:
             values = values.astype(raw_dtype.newbyteorder("="), copy=False)
         values.flags.writeable = False
@@ -394,7 +394,7 @@ class UnresolvedObject:
         object.__setattr__(self, "state", state)
 
     def __setattr__(self, name, value):
-        raise _Malformed(f"the pickle tries to set attribute {name!r} of {self!r}")
+        raise AttributeError(f"{self!r} is read-only (attribute {name!r})")
 
     def __setitem__(self, key, value):
         self.items.append((key, value))
@@ -461,41 +461,40 @@ def _storage_pid(pid, legacy):
 
 
 def _resolve(obj, memo):
-    """Replace every tensor reference in ``obj`` (containers walked in place) by its array."""
+    """Replace every tensor reference in ``obj`` (containers walked in place) by its array.
+
+    ``memo`` maps ``id(original)`` to ``(original, result)``; holding the original keeps its id
+    from being reused by a new object during the walk.
+    """
     key = id(obj)
     if key in memo:
-        return memo[key]
+        return memo[key][1]
     if isinstance(obj, _TensorRef):
-        memo[key] = result = obj.materialise()
-        return result
-    if isinstance(obj, _Storage):
-        memo[key] = result = np.array(obj.array())
-        return result
-    if isinstance(obj, dict):
-        memo[key] = obj
+        result = obj.materialise()
+    elif isinstance(obj, _Storage):
+        result = np.array(obj.array())
+    elif isinstance(obj, dict):
+        memo[key] = (obj, obj)
         for k in list(obj):
             obj[k] = _resolve(obj[k], memo)
-        extra = getattr(obj, "__dict__", None)
-        if extra:
-            for k in list(extra):
-                extra[k] = _resolve(extra[k], memo)
         return obj
-    if isinstance(obj, list):
-        memo[key] = obj
+    elif isinstance(obj, list):
+        memo[key] = (obj, obj)
         obj[:] = [_resolve(v, memo) for v in obj]
         return obj
-    if type(obj) is tuple:
-        memo[key] = obj  # a cycle back to this tuple keeps the unresolved one
+    elif type(obj) is tuple:
+        memo[key] = (obj, obj)  # a cycle back to this tuple keeps the original
         result = tuple(_resolve(v, memo) for v in obj)
-        memo[key] = result
-        return result
-    if isinstance(obj, UnresolvedObject):
-        memo[key] = obj
+    elif isinstance(obj, UnresolvedObject):
+        memo[key] = (obj, obj)
         object.__setattr__(obj, "args", _resolve(obj.args, memo))
         object.__setattr__(obj, "state", _resolve(obj.state, memo))
         obj.items[:] = [_resolve(v, memo) for v in obj.items]
         return obj
-    return obj
+    else:
+        return obj
+    memo[key] = (obj, result)
+    return result
 
 
 # ----------------------------------------------------------------------------- the two formats
