@@ -13,7 +13,7 @@ from keras_gfocal import boxes as box_ops
 _INSIDE_MARGIN = 0.01
 
 
-def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
+def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_valid=None):
     """Assigns each anchor to one ground-truth box or to background.
 
     For every box: per level the ``min(topk, n_l)`` anchors whose centres are
@@ -23,12 +23,19 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
     inside the box. An anchor positive for several boxes takes the one it
     overlaps most.
 
+    Anchors flagged invalid by ``anchor_valid`` (those over an image's
+    padding) take no part: per level only the valid ones are ranked
+    (``n_l`` counts the valid anchors of the level), the IoU statistics are
+    taken over valid candidates only, and they are never positive -- the
+    same as running ATSS on the valid anchors alone.
+
     Args:
         anchors: ``[A, 4]`` xyxy anchors of all levels, level by level.
         num_level_anchors: python ints, anchors per level, summing to ``A``.
         gt_boxes: ``[B, G, 4]`` xyxy ground truth, padded.
         gt_valid: bool ``[B, G]``, False on padding rows.
         topk: candidates per level.
+        anchor_valid: optional bool ``[B, A]``; None: every anchor is valid.
     Returns:
         int32 ``[B, A]``: index of the assigned box in ``[0, G)``, or -1.
     """
@@ -48,6 +55,11 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
     gt_centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # [B, G, 2]
     diff = gt_centers[:, :, None, :] - anchor_centers[None, None, :, :]
     distances = tf.sqrt(tf.reduce_sum(diff * diff, axis=-1))  # [B, G, A]
+    if anchor_valid is not None:
+        anchor_valid = tf.cast(tf.convert_to_tensor(anchor_valid), tf.bool)  # [B, A]
+        # Invalid anchors rank last on every level; the ones that still fill a
+        # level's k slots (fewer valid anchors than k) are masked out below.
+        distances = tf.where(anchor_valid[:, None, :], distances, float("inf"))
     ious = box_ops.pairwise_iou(gt_boxes, anchors[None])  # [B, G, A]
 
     # Candidates: nearest anchors per level. top_k on negated distances keeps
@@ -63,9 +75,21 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
     num_candidates = candidates.shape[-1]
 
     cand_ious = tf.gather(ious, candidates, batch_dims=2)  # [B, G, K]
-    mean = tf.reduce_mean(cand_ious, axis=-1, keepdims=True)
-    ddof = 1.0 if num_candidates > 1 else 0.0
-    var = tf.reduce_sum(tf.square(cand_ious - mean), axis=-1, keepdims=True) / (num_candidates - ddof)
+    if anchor_valid is None:
+        cand_valid = None
+        mean = tf.reduce_mean(cand_ious, axis=-1, keepdims=True)
+        ddof = 1.0 if num_candidates > 1 else 0.0
+        var = tf.reduce_sum(tf.square(cand_ious - mean), axis=-1, keepdims=True) / (num_candidates - ddof)
+    else:
+        b_of = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(candidates))
+        cand_valid = tf.gather_nd(anchor_valid, tf.stack([b_of, candidates], axis=-1))  # [B, G, K]
+        weight = tf.cast(cand_valid, tf.float32)
+        count = tf.reduce_sum(weight, axis=-1, keepdims=True)
+        mean = tf.reduce_sum(cand_ious * weight, axis=-1, keepdims=True) / tf.maximum(count, 1.0)
+        # Bessel's correction; a single candidate has no spread (ddof 0 then).
+        var = tf.reduce_sum(tf.square(cand_ious - mean) * weight, axis=-1, keepdims=True) / tf.maximum(
+            count - 1.0, 1.0
+        )
     threshold = mean + tf.sqrt(var)
 
     cand_centers = tf.gather(anchor_centers, candidates)  # [B, G, K, 2]
@@ -81,6 +105,8 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
     )
     inside = tf.reduce_min(edge_distances, axis=-1) > _INSIDE_MARGIN
     positive = (cand_ious >= threshold) & inside & gt_valid[:, :, None]  # [B, G, K]
+    if cand_valid is not None:
+        positive = positive & cand_valid
 
     # Scatter the candidates' verdicts back onto all anchors: [B, G, A].
     b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(candidates))

@@ -71,8 +71,8 @@ def _open_detector(path, image_size=None):
 
 
 def cmd_evaluate(args):
-    from keras_gfocal.data import CocoDataset, make_dataset
-    from keras_gfocal.evaluation import coco_evaluate, detect_coco, predict_coco, write_results
+    from keras_gfocal.data import CocoDataset
+    from keras_gfocal.evaluation import coco_evaluate, detect_coco, make_eval_dataset, predict_coco, write_results
 
     detector = _open_detector(args.model, args.image_size)
     dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images)
@@ -80,7 +80,10 @@ def cmd_evaluate(args):
         print(f"Skipped {dataset.num_skipped} unreadable or missing images.")
     start = time.time()
     if detector.format == "keras":  # batched through tf.data: the fast path
-        eval_ds = make_dataset(dataset, training=False, batch_size=args.batch_size, image_size=detector.image_size)
+        # The model's canvas, or the reference's per-image test resize for a model without one.
+        eval_ds = make_eval_dataset(detector.model, dataset, batch_size=args.batch_size, image_size=args.image_size)
+        if detector.image_size is None:
+            print("Resize: the reference's test resize (long side <= 1333, short side <= 800, own padding)")
         results = predict_coco(detector.model, eval_ds, dataset.label_to_category_id)
     else:
         results = detect_coco(detector, dataset)
@@ -319,7 +322,8 @@ def build_parser():
     p.add_argument("--image-size", type=_size, default=(800, 1333), help="resize canvas H,W (default 800,1333)")
     p.add_argument("--out", default="runs/gfocal", help="run folder (default runs/gfocal)")
     p.add_argument("--backbone-weights", default="default",
-                   help="'imagenet', a weights file, 'none', or 'default' (the preset's)")
+                   help="'imagenet' (torchvision's ImageNet ResNet, downloaded once), a torchvision ResNet .pth "
+                        "file, 'none', or 'default' (the preset's)")
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 x batch/16)")
     p.add_argument("--multiscale", type=_size, default=None, help="MIN,MAX short side for multi-scale training")
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"], default=None)
@@ -334,7 +338,9 @@ def build_parser():
     p.add_argument("--ann", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--results-json", help="also write the detections as a COCO results JSON here")
-    p.add_argument("--image-size", type=_size, default=None, help="H,W (default: the model's training size)")
+    p.add_argument("--image-size", type=_size, default=None,
+                   help="H,W canvas (default: the model's training size; for a model without one, the "
+                        "reference's per-image test resize)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--skip-bad-images", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -345,7 +351,9 @@ def build_parser():
     p.add_argument("--model", required=True, help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="lowest score drawn (default 0.3)")
-    p.add_argument("--image-size", type=_size, default=None, help="H,W (default: the model's training size)")
+    p.add_argument("--image-size", type=_size, default=None,
+                   help="H,W canvas (default: the model's training size; for a .keras model without one, the "
+                        "reference's per-image test resize)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a .keras model to SavedModel, TFLite or ONNX",

@@ -8,49 +8,10 @@ import tensorflow as tf
 from keras import ops
 
 from keras_gfocal import boxes as box_ops
-from keras_gfocal import losses, postprocess
-from keras_gfocal.assigners import atss_assign
-from keras_gfocal.layers import FPN, GFLHead, ResNetBackbone, TinyBackbone
-from keras_gfocal.presets import PRESETS, preset_config
-
-_BACKBONES = ("resnet50", "resnet101", "tiny")
-
-
-def _replica_mean(value):
-    """Mean of ``value`` over the replicas of the current tf.distribute strategy."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return value
-    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
-
-
-def validate_targets(boxes, labels, num_classes):
-    """Eager checks of padded ground truth; raises ValueError naming the problem.
-
-    Args:
-        boxes: ``[B, G, 4]`` xyxy pixels.
-        labels: ``[B, G]`` ints, -1 on padding rows.
-    """
-    boxes = np.asarray(boxes)
-    labels = np.asarray(labels)
-    if boxes.ndim != 3 or boxes.shape[-1] != 4:
-        raise ValueError(f"y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got {boxes.shape}.")
-    if labels.shape != boxes.shape[:2]:
-        raise ValueError(f"y['labels'] must have shape {boxes.shape[:2]} to match y['boxes'], got {labels.shape}.")
-    valid = labels >= 0
-    if np.any(labels[valid] >= num_classes):
-        bad = int(labels[valid].max())
-        raise ValueError(
-            f"y['labels'] holds label {bad}, but the model has num_classes={num_classes}; "
-            "labels must be in [0, num_classes) with -1 for padding."
-        )
-    b = boxes[valid]
-    if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
-        idx = int(np.argmax((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])))
-        raise ValueError(
-            f"y['boxes'] holds a box with x2 < x1 or y2 < y1: {b[idx].tolist()}. "
-            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh."
-        )
+from keras_gfocal import postprocess
+from keras_gfocal.detection_loss import GFocalLoss, scale_for_replicas, validate_targets
+from keras_gfocal.layers import FPN, GFLHead
+from keras_gfocal.presets import preset_backbone, preset_config
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
@@ -77,10 +38,11 @@ class GFocalDetector(keras.Model):
     int, -1 for padding})``.
 
     Args:
+        backbone: a `keras_gfocal.layers.Backbone`: a serialisable layer that
+            takes the normalised image batch and returns ``[C3, C4, C5]``
+            (strides 8, 16, 32) and declares their ``output_channels``.
+            Presets build one (`from_preset`).
         num_classes: number of object classes.
-        backbone: ``"resnet50"``, ``"resnet101"`` or ``"tiny"``.
-        backbone_weights: for ResNets, ``"imagenet"``, a local weights file or None.
-        tiny_base_width: first-stage width of the tiny backbone.
         fpn_channels, head_channels, stacked_convs, groups: neck and head sizes.
         reg_max: largest distribution bin (16).
         dgqp: GFocalV2 quality predictor on (True) or GFocalV1 (False).
@@ -92,15 +54,14 @@ class GFocalDetector(keras.Model):
             inference settings (1000, 0.05, 0.6, 100).
         class_names, category_ids: optional dataset metadata kept with the model.
         image_size: optional ``(H, W)`` resize canvas the model was trained
-            with, kept for inference and export.
+            with, kept for inference and export; None means the reference's
+            per-image test resize.
     """
 
     def __init__(
         self,
+        backbone,
         num_classes,
-        backbone="resnet50",
-        backbone_weights=None,
-        tiny_base_width=16,
         fpn_channels=256,
         head_channels=256,
         stacked_convs=4,
@@ -127,13 +88,11 @@ class GFocalDetector(keras.Model):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-        if backbone not in _BACKBONES:
-            raise ValueError(f"Unknown backbone {backbone!r}; choose one of {', '.join(_BACKBONES)}.")
+        _check_backbone(backbone)
         if len(strides) != 5:
             raise ValueError(f"strides must list the 5 pyramid levels P3-P7, got {strides!r}.")
+        self.backbone = backbone
         self.num_classes = num_classes
-        self.backbone_name = backbone
-        self.tiny_base_width = tiny_base_width
         self.fpn_channels = fpn_channels
         self.head_channels = head_channels
         self.stacked_convs = stacked_convs
@@ -156,17 +115,6 @@ class GFocalDetector(keras.Model):
         self.category_ids = [int(c) for c in category_ids] if category_ids is not None else None
         self.image_size = tuple(int(v) for v in image_size) if image_size is not None else None
 
-        if backbone == "tiny":
-            self.backbone = TinyBackbone(tiny_base_width, name="backbone")
-        else:
-            try:
-                self.backbone = ResNetBackbone(int(backbone[6:]), weights=backbone_weights, name="backbone")
-            except Exception as err:  # download failures, bad files
-                raise ValueError(
-                    f"Could not load backbone weights {backbone_weights!r} for {backbone}: {err}. "
-                    "Pass backbone_weights=None to start from random weights, or the path of a "
-                    "keras.applications weights file."
-                ) from err
         self.fpn = FPN(fpn_channels, name="fpn")
         self.head = GFLHead(
             num_classes,
@@ -194,20 +142,23 @@ class GFocalDetector(keras.Model):
         Args:
             name: preset name, e.g. ``"gfocal_v2_r50_fpn"`` or ``"gfocal_v2_tiny"``.
             num_classes: number of object classes.
-            backbone_weights: ``"imagenet"``, a local file or None; ``"default"``
-                takes the preset's own (ImageNet for ResNets).
-            **kwargs: overrides of any constructor argument.
+            backbone_weights: what the preset's backbone loads: ``"imagenet"``,
+                a local file or None; ``"default"`` takes the preset's own
+                (torchvision's ImageNet weights for the ResNets).
+            **kwargs: overrides of any constructor argument (``backbone=`` a
+                layer replaces the preset's backbone).
         """
         config = preset_config(name)
-        if backbone_weights == "default":
-            backbone_weights = PRESETS[name]["default_backbone_weights"]
+        if "backbone" not in kwargs:
+            config["backbone"] = preset_backbone(name, backbone_weights)
         config.update(kwargs)
-        return cls(num_classes=num_classes, backbone_weights=backbone_weights, **config)
+        return cls(num_classes=num_classes, **config)
 
     def build(self, input_shape):
         self._check_image_shape(input_shape)
         shape = tuple(input_shape)
-        self.backbone.build(shape)
+        if not self.backbone.built:  # a deserialised or pretrained backbone comes built
+            self.backbone.build(shape)
         c_shapes = [
             (shape[0], None, None, c) for c in self.backbone.output_channels
         ]
@@ -314,7 +265,7 @@ class GFocalDetector(keras.Model):
 
     def fit(self, x=None, y=None, **kwargs):
         if isinstance(y, dict) and all(isinstance(v, np.ndarray) for v in y.values()):
-            validate_targets(y.get("boxes"), y.get("labels"), self.num_classes)
+            validate_targets(y.get("boxes"), y.get("labels"), self.num_classes, y.get("image_size"))
         if isinstance(x, np.ndarray):
             self._check_image_shape(x.shape)
         return super().fit(x, y, **kwargs)
@@ -345,102 +296,41 @@ class GFocalDetector(keras.Model):
     def metrics(self):
         return super().metrics + [self.qfl_tracker, self.giou_tracker, self.dfl_tracker]
 
-    def _graph_checks(self, gt_boxes, gt_labels):
-        valid = gt_labels >= 0
-        bad_label = tf.reduce_any(valid & (gt_labels >= self.num_classes))
-        inverted = tf.reduce_any(
-            valid & ((gt_boxes[..., 2] < gt_boxes[..., 0]) | (gt_boxes[..., 3] < gt_boxes[..., 1]))
-        )
-        return [
-            tf.debugging.Assert(
-                tf.logical_not(bad_label),
-                [f"GFocalDetector: a label is >= num_classes={self.num_classes}; labels must be in "
-                 "[0, num_classes) with -1 for padding. Max label:", tf.reduce_max(gt_labels)],
-            ),
-            tf.debugging.Assert(
-                tf.logical_not(inverted),
-                ["GFocalDetector: a ground-truth box has x2 < x1 or y2 < y1; boxes must be xyxy pixels."],
-            ),
-        ]
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """QFL + 2 GIoU + 0.25 DFL with the reference's normalisers.
 
-        QFL is divided by the number of positives, GIoU and DFL by the sum of
-        the positives' quality weights (max class joint score, detached); both
-        normalisers are averaged across replicas so that a batch split across
-        devices gives the same loss and gradient as on one device.
+        ``y``: ``{"boxes" [B, G, 4], "labels" [B, G]}`` and optionally
+        ``"image_size" [B, 2]``, each image's resized (height, width) before
+        padding; points over an image's padding then take no part. See
+        `keras_gfocal.detection_loss.GFocalLoss` for the targets and the
+        normalisers (averaged across replicas, so that a batch split across
+        devices gives the same loss and gradient as on one device).
         """
         if y is None:
             return None
-        gt_boxes = tf.cast(y["boxes"], tf.float32)
-        gt_labels = tf.cast(y["labels"], tf.int32)
-        with tf.control_dependencies(self._graph_checks(gt_boxes, gt_labels)):
-            gt_valid = tf.identity(gt_labels >= 0)
-
-        h, w = self._image_hw(x)
-        points, point_strides, counts = self.points(h, w)
-        anchors = box_ops.points_to_anchors(points, point_strides)
-        assigned = atss_assign(anchors, counts, gt_boxes, gt_valid, topk=self.atss_topk)  # [B, A]
-        positive = assigned >= 0
-        idx = tf.maximum(assigned, 0)
-        target_boxes = tf.gather(gt_boxes, idx, batch_dims=1)  # [B, A, 4]
-        target_labels = tf.where(positive, tf.gather(gt_labels, idx, batch_dims=1), self.num_classes)
-
-        cls_scores = tf.cast(y_pred["cls_scores"], tf.float32)
-        reg_logits = tf.cast(y_pred["reg_logits"], tf.float32)
-        num_bins = self.reg_max + 1
-
-        # Everything below in stride units, as the reference computes the box losses.
-        stride = point_strides[None, :, None]
-        centers = (points / point_strides[:, None])[None]  # [1, A, 2]
-        pred_dist = postprocess.distribution_expectation(reg_logits, self.reg_max)
-        pred_boxes = box_ops.distance_to_box(centers, pred_dist)  # [B, A, 4]
-        target_boxes = target_boxes / stride
-        iou_targets = box_ops.aligned_iou(tf.stop_gradient(pred_boxes), target_boxes)
-        iou_targets = tf.where(positive, iou_targets, 0.0)
-        pos_f = tf.cast(positive, tf.float32)
-
-        flat = lambda t: tf.reshape(t, [-1] + t.shape[2:].as_list())  # noqa: E731
-        cls_for_qfl = y_pred["cls_logits"] if not self.dgqp else cls_scores
-        qfl = losses.quality_focal_loss(
-            flat(tf.cast(cls_for_qfl, tf.float32)), flat(target_labels), flat(iou_targets),
-            from_logits=not self.dgqp,
-        )
-        num_pos = tf.maximum(_replica_mean(tf.reduce_sum(pos_f)), 1.0)
-        loss_qfl = tf.reduce_sum(qfl) / num_pos
-
-        weights = tf.stop_gradient(tf.reduce_max(cls_scores, axis=-1)) * pos_f  # [B, A]
-        weight_sum = _replica_mean(tf.reduce_sum(weights))
-        safe_sum = tf.where(weight_sum > 0.0, weight_sum, 1.0)
-        giou = losses.giou_loss(flat(pred_boxes), flat(target_boxes))
-        loss_giou = tf.reduce_sum(giou * flat(weights)) / safe_sum
-        target_dist = box_ops.box_to_distance(centers, target_boxes, self.reg_max - 0.1)  # [B, A, 4]
-        dfl = losses.distribution_focal_loss(
-            tf.reshape(reg_logits, [-1, num_bins]), tf.reshape(target_dist, [-1])
-        )
-        dfl_weights = tf.repeat(tf.reshape(weights, [-1]), 4)
-        loss_dfl = tf.reduce_sum(dfl * dfl_weights) / 4.0 / safe_sum
-
-        loss_qfl = self.qfl_weight * loss_qfl
-        loss_giou = self.giou_weight * loss_giou
-        loss_dfl = self.dfl_weight * loss_dfl
-        self.qfl_tracker.update_state(loss_qfl)
-        self.giou_tracker.update_state(loss_giou)
-        self.dfl_tracker.update_state(loss_dfl)
-        total = loss_qfl + loss_giou + loss_dfl
+        terms = GFocalLoss(
+            self.num_classes,
+            strides=self.strides,
+            reg_max=self.reg_max,
+            atss_topk=self.atss_topk,
+            qfl_weight=self.qfl_weight,
+            giou_weight=self.giou_weight,
+            dfl_weight=self.dfl_weight,
+        )(y_pred, y, self._image_hw(x))
+        self.qfl_tracker.update_state(terms["qfl"])
+        self.giou_tracker.update_state(terms["giou"])
+        self.dfl_tracker.update_state(terms["dfl"])
+        total = terms["qfl"] + terms["giou"] + terms["dfl"]
         if self.losses:
             total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
-        return _scale_for_replicas(total)
+        return scale_for_replicas(total)
 
     # ----------------------------------------------------------- serialisation
 
     def get_config(self):
         config = {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
-            "backbone": self.backbone_name,
-            "backbone_weights": None,  # the weights travel in the saved file
-            "tiny_base_width": self.tiny_base_width,
             "fpn_channels": self.fpn_channels,
             "head_channels": self.head_channels,
             "stacked_convs": self.stacked_convs,
@@ -467,7 +357,31 @@ class GFocalDetector(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        backbone = config.get("backbone")
+        if not isinstance(backbone, dict):
+            raise ValueError(
+                f"This model was saved by keras-gfocal 0.1 (backbone named {backbone!r}), whose network is not "
+                "the reference's (ReLU before P7, stride-2 padding, caffe-style ResNet), so its weights cannot be "
+                "loaded into this version. Retrain it with this version, or load it with keras-gfocal 0.1."
+            )
+        config["backbone"] = keras.saving.deserialize_keras_object(backbone)
         return cls(**config)
+
+
+def _check_backbone(backbone):
+    """ValueError unless ``backbone`` keeps the `keras_gfocal.layers.Backbone` contract."""
+    if isinstance(backbone, str):
+        raise ValueError(
+            f"backbone must be a layer, not the name {backbone!r}: use GFocalDetector.from_preset(...) or pass "
+            "a backbone object, e.g. keras_gfocal.layers.ResNetBackbone(50)."
+        )
+    channels = getattr(backbone, "output_channels", None)
+    if not isinstance(backbone, keras.layers.Layer) or channels is None or len(channels) != 3:
+        raise ValueError(
+            f"backbone must be a keras Layer that returns [C3, C4, C5] and declares their output_channels "
+            f"(see keras_gfocal.layers.Backbone), got {type(backbone).__name__}."
+        )
 
 
 def _with_worker_axis(strategy, logs):
@@ -480,11 +394,3 @@ def _with_worker_axis(strategy, logs):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode():
         return {k: ops.reshape(v, [1]) if len(ops.shape(v)) == 0 else v for k, v in logs.items()}
     return logs
-
-
-def _scale_for_replicas(loss):
-    # Gradients are summed over replicas, so each replica contributes 1/R.
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return loss
-    return loss / tf.cast(ctx.num_replicas_in_sync, loss.dtype)

@@ -48,15 +48,63 @@ def _coco_result(image_id, category_id, box_xyxy, score):
             "score": float(score)}
 
 
-def predict_coco(model, eval_dataset, label_to_category_id, progress=True):
+def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=100):
+    """The evaluation pipeline that fits ``model``.
+
+    A canvas size -- ``image_size``, else the model's training ``image_size``
+    -- gives today's fixed-canvas batches; a model without one (e.g. converted
+    from a reference checkpoint) gets the reference's test-time resize
+    (`keras_gfocal.data.transforms.REFERENCE_TEST_SCALE`: long side <= 1333,
+    short side <= 800, each image padded to its own multiple of 32, batches of
+    one padded size), on which the published AP numbers depend.
+
+    Args:
+        model: a `GFocalDetector` (or anything with an ``image_size`` attribute).
+        dataset: a `keras_gfocal.data.CocoDataset` or a `tf.data.Dataset` of records.
+        batch_size: images per batch.
+        image_size: optional ``(H, W)`` canvas overriding the model's.
+        max_boxes: rows of the padded ground truth.
+    Returns:
+        `keras_gfocal.data.make_dataset(..., training=False)` batches
+        ``(images, targets, meta)``.
+    """
+    from keras_gfocal.data import make_dataset
+    from keras_gfocal.data.transforms import REFERENCE_TEST_SCALE
+
+    size = image_size or getattr(model, "image_size", None)
+    if size:
+        return make_dataset(dataset, training=False, batch_size=batch_size, image_size=tuple(size),
+                            max_boxes=max_boxes)
+    return make_dataset(dataset, training=False, batch_size=batch_size, max_boxes=max_boxes,
+                        test_scale=REFERENCE_TEST_SCALE)
+
+
+def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, batch_size=8):
     """Runs ``model`` over an evaluation pipeline and collects COCO results.
 
     Args:
         model: anything with ``predict_on_batch(images)`` returning the detection
-            dict (a `GFocalDetector`, or an exported-model wrapper).
+            dict (a `GFocalDetector`, or an exported-model wrapper). Inputs of
+            varying height and width (the reference's test resize) are run by
+            Keras's ``predict_on_batch``, whose function relaxes its input
+            shape after the second one instead of tracing every size.
         eval_dataset: batches ``(images, targets, meta)`` from
-            `keras_gfocal.data.make_dataset(..., training=False)`.
+            `keras_gfocal.data.make_dataset(..., training=False)`, or a
+            `keras_gfocal.data.CocoDataset`, which is run through
+            `make_eval_dataset` (the model's canvas, or the reference's test
+            resize for a model without one).
+        label_to_category_id: contiguous label -> dataset id; default: the
+            ``CocoDataset``'s.
+        batch_size: images per batch when ``eval_dataset`` is a ``CocoDataset``.
     """
+    from keras_gfocal.data import CocoDataset
+
+    if isinstance(eval_dataset, CocoDataset):
+        if label_to_category_id is None:
+            label_to_category_id = eval_dataset.label_to_category_id
+        eval_dataset = make_eval_dataset(model, eval_dataset, batch_size=batch_size)
+    if label_to_category_id is None:
+        raise ValueError("predict_coco needs label_to_category_id unless eval_dataset is a CocoDataset.")
     results = []
     batches = tqdm(eval_dataset, desc="predict", unit="batch", disable=not progress, leave=False)
     for images, _, meta in batches:

@@ -51,14 +51,24 @@ def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
     kept_scores, kept_boxes = [], []
     start = 0
     for n in num_level_points:
-        k = min(pre_nms_top_k, n)
         level_scores = cls_scores[:, start : start + n]
-        if k < n:
-            _, idx = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=k)
+        level_boxes = boxes[:, start : start + n]
+        if not isinstance(n, int):
+            # A dynamic level size (inputs of varying height and width): the
+            # same selection, decided in the graph.
+            def top(scores=level_scores, n=n):
+                return tf.math.top_k(tf.reduce_max(scores, axis=-1), k=tf.minimum(pre_nms_top_k, n))[1]
+
+            def every(scores=level_scores, n=n):
+                return tf.broadcast_to(tf.range(n)[None], tf.shape(scores)[:2])
+
+            idx = tf.cond(n > pre_nms_top_k, top, every)
             level_scores = tf.gather(level_scores, idx, batch_dims=1)
-            level_boxes = tf.gather(boxes[:, start : start + n], idx, batch_dims=1)
-        else:
-            level_boxes = boxes[:, start : start + n]
+            level_boxes = tf.gather(level_boxes, idx, batch_dims=1)
+        elif min(pre_nms_top_k, n) < n:
+            _, idx = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=pre_nms_top_k)
+            level_scores = tf.gather(level_scores, idx, batch_dims=1)
+            level_boxes = tf.gather(level_boxes, idx, batch_dims=1)
         kept_scores.append(level_scores)
         kept_boxes.append(level_boxes)
         start += n

@@ -200,7 +200,29 @@ def points_to_anchors(points, point_strides, octave_base_scale=8):
 # ---------------------------------------------------------------------------
 
 
-def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, return_margins=False):
+def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, return_margins=False,
+                       anchor_valid=None):
+    """ATSS for one image -> int [A] (gt index or -1).
+
+    With ``anchor_valid`` (bool [A]), the reference's way: the invalid anchors (over the
+    image's padding) are removed, ATSS runs on the remaining ones with their per-level
+    counts, and the result is put back with -1 on the removed anchors.
+    """
+    if anchor_valid is not None:
+        anchor_valid = np.asarray(anchor_valid, dtype=bool)
+        starts = np.concatenate([[0], np.cumsum(num_level_anchors)]).astype(int)
+        kept_counts = [int(anchor_valid[starts[i]:starts[i + 1]].sum()) for i in range(len(num_level_anchors))]
+        kept = np.nonzero(anchor_valid)[0]
+        result = atss_assign_single(np.asarray(anchors)[kept], kept_counts, gt_boxes, gt_valid, topk,
+                                    return_margins)
+        sub, margins = result if return_margins else (result, None)
+        assigned = np.full(anchor_valid.shape[0], -1, dtype=np.int64)
+        assigned[kept] = sub
+        return (assigned, margins) if return_margins else assigned
+    return _atss_assign_kept(anchors, num_level_anchors, gt_boxes, gt_valid, topk, return_margins)
+
+
+def _atss_assign_kept(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, return_margins=False):
     """ATSS for one image -> int [A] (gt index or -1).
 
     With return_margins=True also returns a dict of the smallest distances of every
@@ -259,15 +281,110 @@ def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, r
     return assigned
 
 
-def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9):
+def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_valid=None):
+    """Batched ATSS; ``anchor_valid`` None (all valid) or bool [B, A]."""
     gt_boxes = np.asarray(gt_boxes)
     gt_valid = np.asarray(gt_valid)
     return np.stack(
         [
-            atss_assign_single(anchors, num_level_anchors, gt_boxes[b], gt_valid[b], topk)
+            atss_assign_single(anchors, num_level_anchors, gt_boxes[b], gt_valid[b], topk,
+                               anchor_valid=None if anchor_valid is None else np.asarray(anchor_valid)[b])
             for b in range(gt_boxes.shape[0])
         ]
     )
+
+
+def valid_points(image_height, image_width, image_size, strides=(8, 16, 32, 64, 128), size_divisor=32):
+    """bool [A]: the points of an (H, W) canvas that lie over an image of resized size
+    ``image_size = (h, w)``, as the reference flags valid priors from the image's own pad shape:
+    pad (h, w) up to a multiple of 32 -> (Hp, Wp); on a level of stride s the cell (x, y) is
+    valid when x < ceil(Wp / s) and y < ceil(Hp / s)."""
+    h, w = image_size
+    hp = int(math.ceil(h / size_divisor)) * size_divisor
+    wp = int(math.ceil(w / size_divisor)) * size_divisor
+    flags = []
+    for s in strides:
+        fh = int(math.ceil(image_height / s))
+        fw = int(math.ceil(image_width / s))
+        vh = min(int(math.ceil(hp / s)), fh)
+        vw = min(int(math.ceil(wp / s)), fw)
+        for yy in range(fh):  # row-major, as make_points
+            for xx in range(fw):
+                flags.append(xx < vw and yy < vh)
+    return np.array(flags, dtype=bool)
+
+
+# ---------------------------------------------------------------------------
+# The training loss (REFERENCE.md "Targets and losses")
+# ---------------------------------------------------------------------------
+
+
+def gfocal_loss(cls_scores, reg_logits, gt_boxes, gt_labels, canvas_hw, image_sizes=None, cls_logits=None,
+                strides=(8, 16, 32, 64, 128), reg_max=16, topk=9, beta=2.0, weights=(1.0, 2.0, 0.25),
+                return_details=False):
+    """The whole GFocal loss of one batch on one device, point by point.
+
+    cls_scores [B, A, C] joint scores J; reg_logits [B, A, 4 (n+1)] edge-major; gt_boxes [B, G, 4]
+    pixels; gt_labels [B, G] (-1 padding); image_sizes [B, 2] resized (h, w) or None (all points
+    valid); cls_logits [B, A, C] for GFocalV1 (QFL on logits, J = sigmoid(logits)).
+
+    Per valid point: QFL (beta) on J, target IoU(decoded box, g) for a positive's class. Per positive:
+    w = max_c J; GIoU loss and DFL (sum over 4 edges / 4) in stride units, weighted by w, targets
+    clipped to [0, n - 0.1]. Normalisers: QFL by max(sum_images max(n_img, 1), 1); GIoU and DFL by
+    sum w. Returns {"qfl", "giou", "dfl"} times their weights (and, with return_details, the
+    positives per image and the raw sums).
+    """
+    cls_scores = np.asarray(cls_scores, np.float64)
+    reg_logits = np.asarray(reg_logits, np.float64)
+    gt_boxes = np.asarray(gt_boxes, np.float64)
+    gt_labels = np.asarray(gt_labels)
+    bsz, num_points, _ = cls_scores.shape
+    height, width = canvas_hw
+    points, point_strides, counts = make_points(height, width, strides)
+    anchors = points_to_anchors(points, point_strides)
+    n1 = reg_max + 1
+    qfl_sum = giou_sum = dfl_sum = w_sum = 0.0
+    positives = []
+    for b in range(bsz):
+        if image_sizes is None:
+            valid = np.ones(num_points, bool)
+        else:
+            valid = valid_points(height, width, tuple(image_sizes[b]), strides)
+        assigned = atss_assign_single(anchors, counts, gt_boxes[b], gt_labels[b] >= 0, topk, anchor_valid=valid)
+        n_img = 0
+        for a in range(num_points):
+            if not valid[a]:
+                continue  # zero QFL weight, never positive
+            joint = cls_scores[b, a] if cls_logits is None else sigmoid(np.asarray(cls_logits, np.float64)[b, a])
+            pred_row = joint if cls_logits is None else np.asarray(cls_logits, np.float64)[b, a]
+            label, score = -1, 0.0
+            if assigned[a] >= 0:
+                n_img += 1
+                g = assigned[a]
+                s = point_strides[a]
+                centre = points[a] / s
+                target = gt_boxes[b, g] / s
+                logits = reg_logits[b, a].reshape(4, n1)
+                expected = (softmax(logits, axis=-1) * np.arange(n1)).sum(axis=-1)
+                pred_box = distance_to_box(centre, expected)
+                label, score = int(gt_labels[b, g]), _iou_one(pred_box, target)
+                w = float(np.max(joint))
+                w_sum += w
+                giou_sum += w * (1.0 - _giou_one(pred_box, target))
+                edges = box_to_distance(centre, target, reg_max - 0.1)
+                dfl_sum += w * float(np.sum(distribution_focal_loss(logits, edges))) / 4.0
+            qfl_sum += quality_focal_loss(pred_row[None], [label], [score], beta, from_logits=cls_logits is not None)[0]
+        positives.append(n_img)
+    num_pos = max(sum(max(n, 1) for n in positives), 1)
+    box_norm = w_sum if w_sum > 0 else 1.0
+    out = {
+        "qfl": weights[0] * qfl_sum / num_pos,
+        "giou": weights[1] * giou_sum / box_norm,
+        "dfl": weights[2] * dfl_sum / box_norm,
+    }
+    if return_details:
+        out.update(positives=positives, qfl_sum=qfl_sum, weight_sum=w_sum)
+    return out
 
 
 # ---------------------------------------------------------------------------

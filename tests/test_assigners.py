@@ -283,3 +283,76 @@ def test_batch_without_any_gt_slot():
     got = run(anchors, counts, np.zeros((2, 0, 4), np.float32), np.zeros((2, 0), bool))
     assert got.shape == (2, anchors.shape[0])
     np.testing.assert_array_equal(got, -1)
+
+
+# ---------------------------------------------------------------------------
+# points over an image's padding (anchor_valid)
+# ---------------------------------------------------------------------------
+
+
+def test_valid_point_mask_hand_values():
+    from keras_gfocal.boxes import make_points
+    from keras_gfocal.detection_loss import valid_point_mask
+
+    points, strides, counts = make_points(128, 128, STRIDES)
+    # (40, 60) pads to (64, 64): 8 x 8 P3 cells, 4 x 4 P4, 2 x 2 P5, one P6, one P7 = 86.
+    # (30, 40) pads to (32, 64): 4 rows x 8 cols on P3, 2 x 4 on P4, 1 x 2 on P5, 1, 1 = 44.
+    # (128, 128) is the whole canvas.
+    mask = to_np(valid_point_mask(points, strides, np.array([[40, 60], [30, 40], [128, 128]], np.int32)))
+    assert mask.shape == (3, sum(counts))
+    assert mask.sum(axis=1).tolist() == [86, 44, sum(counts)]
+    pts = np.asarray(points)
+    p3 = slice(0, counts[0])
+    inside0 = (pts[p3, 0] < 64) & (pts[p3, 1] < 64)
+    np.testing.assert_array_equal(mask[0, p3], inside0)
+    np.testing.assert_array_equal(mask[1, p3], (pts[p3, 0] < 64) & (pts[p3, 1] < 32))
+    assert mask[0, -1] and mask[1, -1]  # P7's single cell (0, 0)
+    for b, size in enumerate([(40, 60), (30, 40), (128, 128)]):
+        np.testing.assert_array_equal(mask[b], ref.valid_points(128, 128, size, STRIDES))
+
+
+def test_points_over_padding_are_no_candidates_and_never_positive():
+    # A 128 x 128 canvas holding three images of resized sizes (40, 60), (30, 40), (128, 128).
+    anchors, counts, points = image_anchors()
+    sizes = [(40, 60), (30, 40), (128, 128)]
+    valid = np.stack([ref.valid_points(128, 128, s, STRIDES) for s in sizes])
+    gt = np.array([[[0, 0, 60, 40]], [[20, 2, 100, 28]], [[0, 0, 60, 40]]], np.float32)
+    gt_valid = np.ones((3, 1), bool)
+    for b in range(3):  # no decision within float rounding of its boundary
+        _, m = ref.atss_assign_single(anchors, counts, gt[b], gt_valid[b], return_margins=True, anchor_valid=valid[b])
+        assert min(m["thr_gap"], m["inside_gap"]) > 1e-3
+    got = run(anchors, counts, gt, gt_valid, anchor_valid=valid)
+    unmasked = run(anchors, counts, gt, gt_valid)
+    np.testing.assert_array_equal(got, ref.atss_assign(anchors, counts, gt, gt_valid, anchor_valid=valid))
+    assert not np.any(got[~valid] >= 0)
+    # Image 0: its box lies inside the image, so no padding point can be inside it, but the
+    # padding points of P4-P7 would be candidates and lower the IoU threshold: without the
+    # mask two more points ((40, 16) and (40, 24)) pass it.
+    assert np.nonzero(got[0] == 0)[0].tolist() == [19, 20, 35, 36, 51, 52, 68]
+    assert np.nonzero(unmasked[0] == 0)[0].tolist() == [19, 20, 35, 36, 37, 51, 52, 53, 68]
+    # Image 1: a box reaching over the padding (x up to 100, the image is 40 wide, padded
+    # to 64): points at x = 64 and 72 would be positive; with the mask only x < 64 are.
+    pos = np.nonzero(got[1] == 0)[0]
+    assert points[pos].tolist() == [[48, 8], [56, 8], [48, 16], [56, 16], [48, 24], [56, 24]]
+    assert np.any(~valid[1][unmasked[1] == 0])
+    # Image 2 fills the canvas: the mask changes nothing.
+    np.testing.assert_array_equal(got[2], unmasked[2])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_padding_masks_against_numpy_atss(seed):
+    rng = np.random.default_rng(400 + seed)
+    anchors, counts, _ = image_anchors(h=96, w=160)
+    sizes = [(int(rng.integers(20, 97)), int(rng.integers(20, 161))) for _ in range(2)]
+    valid = np.stack([ref.valid_points(96, 160, s, STRIDES) for s in sizes])
+    while True:
+        gt, gt_valid = _draw_case(rng, anchors, counts, batch=2, num_gt=4, h=96, w=160)
+        margins = [
+            ref.atss_assign_single(anchors, counts, gt[b], gt_valid[b], return_margins=True, anchor_valid=valid[b])[1]
+            for b in range(2)
+        ]
+        if all(min(m.values()) >= 1e-4 for m in margins):
+            break
+    got = run(anchors, counts, gt, gt_valid, anchor_valid=valid)
+    np.testing.assert_array_equal(got, ref.atss_assign(anchors, counts, gt, gt_valid, anchor_valid=valid))
+    assert not np.any(got[~valid] >= 0)

@@ -67,3 +67,37 @@ def test_errors_name_the_bad_input(tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "keras_gfocal.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_evaluate_and_predict_use_the_reference_resize_without_a_canvas(tmp_path, capsys, monkeypatch):
+    import keras
+
+    from keras_gfocal import GFocalDetector
+    from keras_gfocal.data import make_synthetic_coco, transforms
+
+    monkeypatch.setattr(transforms, "REFERENCE_TEST_SCALE", (64, 100))  # small limits: a fast test
+    shapes = []
+
+    def recording(self, images):
+        shapes.append(tuple(images.shape))
+        return keras.Model.predict_on_batch(self, images)
+
+    monkeypatch.setattr(GFocalDetector, "predict_on_batch", recording)
+    paths = make_synthetic_coco(str(tmp_path / "data"), num_train=0, num_val=2, image_size=(48, 64), seed=3)
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=3)
+    model.build((None, None, None, 3))
+    path = str(tmp_path / "converted.keras")
+    model.save(path)  # no image_size, as a model converted from a reference checkpoint
+
+    assert main(["evaluate", "--model", path, "--ann", paths["val_ann_file"], "--images", paths["val_image_dir"],
+                 "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "reference's test resize" in out and "Average Precision" in out
+    # 48 x 64 images: scale min(64 / 48, 100 / 64) = 4 / 3 -> 64 x 85, padded to 64 x 96, two of one size.
+    assert shapes == [(2, 64, 96, 3)]
+    # `gfocal predict` opens the same detector, which resizes each image the reference's way
+    # (its `detect` is checked in tests/test_evaluation.py).
+    from keras_gfocal.cli import _open_detector
+
+    detector = _open_detector(path)
+    assert detector.image_size is None and detector.test_scale == (64, 100)

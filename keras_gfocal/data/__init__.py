@@ -1,7 +1,8 @@
 """Data loading for keras_gfocal: COCO files, transforms, TFRecords, synthetic data.
 
 * `CocoDataset`: a COCO annotation file bound to its images, validated.
-* `make_dataset`: the batched `tf.data` pipeline (training or evaluation).
+* `make_dataset`: the batched `tf.data` pipeline (training or evaluation; `test_scale=`
+  `REFERENCE_TEST_SCALE` for the reference's per-image test resize).
 * `preprocess_image`: the same preprocessing for one image at inference.
 * `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them.
 * `write_tfrecords` / `read_tfrecords`: sharded TFRecord storage.
@@ -11,11 +12,12 @@
 from keras_gfocal.data.coco import CocoDataset, decode_image, make_dataset
 from keras_gfocal.data.synthetic import make_synthetic_coco, synthetic_class_names
 from keras_gfocal.data.tfrecord import read_tfrecords, write_tfrecords
-from keras_gfocal.data.transforms import MEAN, STD, preprocess_image
+from keras_gfocal.data.transforms import MEAN, REFERENCE_TEST_SCALE, STD, preprocess_image
 
 __all__ = [
     "CocoDataset",
     "MEAN",
+    "REFERENCE_TEST_SCALE",
     "decode_image",
     "STD",
     "make_dataset",

@@ -438,6 +438,7 @@ def make_dataset(
     pad_to_multiple=32,
     drop_remainder=None,
     shuffle_buffer=None,
+    test_scale=None,
 ):
     """Builds the batched input pipeline for training or evaluation.
 
@@ -446,6 +447,14 @@ def make_dataset(
     (training) -> normalise with `transforms.MEAN` / `transforms.STD` -> zero-pad
     bottom/right to `padded_size(image_size, pad_to_multiple)`; boxes are
     resized / flipped alongside, then truncated / padded to `max_boxes` rows.
+
+    With `test_scale` (evaluation only), the reference's test-time resize
+    replaces the fixed canvas: each image keeps its ratio with the short side
+    at most `test_scale[0]` and the long side at most `test_scale[1]` and is
+    padded to its own size rounded up to `pad_to_multiple`; a batch holds
+    images of one padded size only (`batch_size=1`: one image per batch, in
+    dataset order; larger batches group images of equal padded size, which
+    changes the order -- `meta["image_id"]` names each image).
 
     Args:
         dataset: a `CocoDataset`, or a `tf.data.Dataset` of per-image records such
@@ -472,13 +481,18 @@ def make_dataset(
         drop_remainder: drop the last partial batch; default `training`.
         shuffle_buffer: shuffle buffer size; default: all images of a
             `CocoDataset` (its records are small), 1024 for record datasets.
+        test_scale: None, or `(short, long)` limits of the reference's
+            per-image test resize, e.g. `transforms.REFERENCE_TEST_SCALE`
+            `(800, 1333)`; evaluation only, `image_size` is then ignored.
 
     Returns:
         A `tf.data.Dataset`. In training, elements are
-        `(images, {"boxes": boxes, "labels": labels})` with images float32
-        `[B, Hp, Wp, 3]`, boxes float32 `[B, max_boxes, 4]` xyxy pixels in the
-        resized image (zeros for padding rows), labels int32 `[B, max_boxes]`
-        (-1 for padding rows). In evaluation, elements are
+        `(images, {"boxes": boxes, "labels": labels, "image_size": image_size})`
+        with images float32 `[B, Hp, Wp, 3]`, boxes float32 `[B, max_boxes, 4]`
+        xyxy pixels in the resized image (zeros for padding rows), labels int32
+        `[B, max_boxes]` (-1 for padding rows) and image_size int32 `[B, 2]`,
+        each image's resized `(height, width)` before padding (the loss leaves
+        the points over the padding out). In evaluation, elements are
         `(images, targets, meta)` with meta `{"image_id": int64 [B],
         "scale": float32 [B] (resized / original), "original_size": int32 [B, 2]
         (h, w)}`; boxes in original pixels are `boxes / scale`.
@@ -491,6 +505,15 @@ def make_dataset(
     if len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(f"image_size must be (H, W) positive ints, got {image_size}.")
     pad_size = transforms.padded_size(image_size, pad_to_multiple)
+    if test_scale is not None:
+        if training:
+            raise ValueError(
+                "test_scale is the reference's test-time resize, for evaluation pipelines "
+                "(training=False); training batches share one canvas, image_size."
+            )
+        test_scale = tuple(int(v) for v in test_scale)
+        if len(test_scale) != 2 or not 1 <= test_scale[0] <= test_scale[1]:
+            raise ValueError(f"test_scale must be (short, long) with 1 <= short <= long, got {test_scale}.")
     flip_prob = (0.5 if training else 0.0) if flip_prob is None else float(flip_prob)
     if not 0.0 <= flip_prob <= 1.0:
         raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}.")
@@ -543,15 +566,21 @@ def make_dataset(
         scale_seed, flip_seed = tf.unstack(
             tf.random.experimental.stateless_split(rng_seed, 2)
         )
-        if multiscale is not None:
+        if test_scale is not None:
+            target = transforms.oriented_canvas(tf.shape(image)[:2], test_scale)
+        elif multiscale is not None:
             target = transforms.random_short_side_target(image_size, multiscale, scale_seed)
         else:
             target = tf.constant(image_size, tf.int32)
         image, boxes, scale = transforms.resize_keep_ratio(image, boxes, target)
+        resized_size = tf.shape(image)[:2]
         image, boxes, _ = transforms.random_horizontal_flip(image, boxes, flip_prob, flip_seed)
-        image = transforms.pad_to_size(transforms.normalize_image(image), pad_size)
+        if test_scale is not None:
+            image = transforms.pad_up_to_multiple(transforms.normalize_image(image), pad_to_multiple)
+        else:
+            image = transforms.pad_to_size(transforms.normalize_image(image), pad_size)
         boxes, labels = transforms.pad_boxes(boxes, labels, max_boxes)
-        targets = {"boxes": boxes, "labels": labels}
+        targets = {"boxes": boxes, "labels": labels, "image_size": tf.ensure_shape(resized_size, [2])}
         if training:
             return image, targets
         meta = {
@@ -562,7 +591,19 @@ def make_dataset(
         return image, targets, meta
 
     ds = elements.map(process, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if test_scale is not None and batch_size > 1:
+        # Batches of one padded size: never a larger canvas than an image's own.
+        def size_key(image, targets, meta):
+            shape = tf.cast(tf.shape(image), tf.int64)
+            return shape[0] * 100003 + shape[1]
+
+        ds = ds.group_by_window(
+            key_func=size_key,
+            reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=drop_remainder),
+            window_size=batch_size,
+        )
+    else:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = bool(deterministic)

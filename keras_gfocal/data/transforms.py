@@ -24,6 +24,14 @@ same landscape canvas (so they come out smaller than in the reference, where the
 canvas follows the image's orientation); this is the price of one static batch
 shape. Pass a square `image_size` if that matters for your data.
 
+Test-time resize of the reference (`test_scale`, evaluation and prediction of a
+model without a training canvas): per image, keep the ratio with the long side at
+most 1333 and the short side at most 800, `scale = min(1333 / long, 800 / short)`,
+so a portrait image stays portrait, and pad to the image's own size rounded up to a
+multiple of 32 (`resize_for_test`, `pad_up_to_multiple`), not to a larger
+canvas: the network's convolution borders and the head's GroupNorm statistics see
+the padding, so a larger canvas changes the outputs.
+
 Boxes are scaled by the single factor `scale` (not separately by the rounded
 `new_w / w` and `new_h / h` as the reference does; the difference is below half a
 pixel), so predictions map back to original pixels exactly by dividing by `scale`.
@@ -35,6 +43,10 @@ import tensorflow as tf
 MEAN = (123.675, 116.28, 103.53)
 #: Per-channel RGB standard deviation of ImageNet in 0..255 units.
 STD = (58.395, 57.12, 57.375)
+
+
+#: The reference's test-time scale limits: (short side, long side).
+REFERENCE_TEST_SCALE = (800, 1333)
 
 
 def padded_size(image_size, pad_to_multiple=32):
@@ -99,6 +111,72 @@ def resize_keep_ratio(image, boxes, target_size):
     new_hw = tf.cast(new_size, tf.float32)
     boxes = clip_boxes(boxes * scale, new_hw)
     return resized, boxes, scale
+
+
+def oriented_canvas(image_shape, test_scale=REFERENCE_TEST_SCALE):
+    """The keep-ratio canvas of the reference's test-time resize for one image.
+
+    Args:
+        image_shape: int `[2]` tensor (or sequence), the image `(h, w)`.
+        test_scale: `(short, long)` limits, e.g. `(800, 1333)`.
+
+    Returns:
+        int32 `[2]` canvas `(H, W)`: `(short, long)` for a landscape or square
+        image, `(long, short)` for a portrait one, so that `min(H / h, W / w)` is
+        `min(long / long_side, short / short_side)`.
+    """
+    short, long = (int(v) for v in test_scale)
+    if not 1 <= short <= long:
+        raise ValueError(f"test_scale must be (short, long) with 1 <= short <= long, got {tuple(test_scale)}.")
+    hw = tf.cast(image_shape, tf.int32)
+    return tf.where(hw[0] <= hw[1], tf.constant([short, long], tf.int32), tf.constant([long, short], tf.int32))
+
+
+def reference_test_size(image_shape, test_scale=REFERENCE_TEST_SCALE, pad_to_multiple=32):
+    """Sizes of the reference's test-time resize of one image.
+
+    Args:
+        image_shape: int `[2]` tensor (or sequence), the image `(h, w)`.
+        test_scale: `(short, long)` limits.
+        pad_to_multiple: the resized image is padded up to a multiple of this.
+
+    Returns:
+        `(scale, new_size, padded)`: float32 scalar
+        `min(long / long_side, short / short_side)`; int32 `[2]` resized
+        `(floor(h * scale + 0.5), floor(w * scale + 0.5))`; int32 `[2]` that size
+        rounded up to a multiple of `pad_to_multiple`.
+    """
+    scale, new_size = compute_resize_scale(image_shape, oriented_canvas(image_shape, test_scale))
+    m = int(pad_to_multiple)
+    return scale, new_size, (new_size + m - 1) // m * m
+
+
+def resize_for_test(image, boxes, test_scale=REFERENCE_TEST_SCALE):
+    """`resize_keep_ratio` into the image's own `oriented_canvas`.
+
+    Returns:
+        `(image, boxes, scale)` as `resize_keep_ratio`.
+    """
+    image = tf.convert_to_tensor(image)
+    return resize_keep_ratio(image, boxes, oriented_canvas(tf.shape(image)[:2], test_scale))
+
+
+def pad_up_to_multiple(image, multiple=32):
+    """Pads an image with zeros at the bottom and right to its own size rounded
+    up to a multiple of `multiple` (a dynamic shape).
+
+    Args:
+        image: `[h, w, C]` tensor.
+        multiple: python int >= 1.
+
+    Returns:
+        `[ceil(h / m) * m, ceil(w / m) * m, C]` tensor.
+    """
+    m = int(multiple)
+    shape = tf.shape(image)
+    pad_h = (shape[0] + m - 1) // m * m - shape[0]
+    pad_w = (shape[1] + m - 1) // m * m - shape[1]
+    return tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
 
 
 def random_short_side_target(image_size, short_range, seed):
@@ -240,14 +318,19 @@ def pad_boxes(boxes, labels, max_boxes):
     return boxes, labels
 
 
-def preprocess_image(image, image_size, pad_to_multiple=32):
+def preprocess_image(image, image_size=None, pad_to_multiple=32, test_scale=None):
     """Prepares one image for inference exactly as evaluation batches are prepared.
 
     Args:
         image: `[h, w, 3]` RGB image, uint8 or float with 0..255 values (numpy array
             or tensor).
-        image_size: `(H, W)` resize canvas, e.g. `(800, 1333)`.
-        pad_to_multiple: the padded canvas is `image_size` rounded up to this.
+        image_size: `(H, W)` resize canvas, e.g. `(800, 1333)`; None with
+            `test_scale` for the reference's per-image test resize.
+        pad_to_multiple: the padded canvas is `image_size` (or, with
+            `test_scale`, the resized image's own size) rounded up to this.
+        test_scale: `(short, long)` limits of the reference's test-time resize,
+            e.g. `REFERENCE_TEST_SCALE`; used when given (`image_size` is then
+            ignored).
 
     Returns:
         `(image, scale)`: float32 `[Hp, Wp, 3]` normalised and zero-padded image,
@@ -258,6 +341,11 @@ def preprocess_image(image, image_size, pad_to_multiple=32):
     if image.shape.rank != 3:
         raise ValueError(f"preprocess_image expects [h, w, 3], got shape {image.shape}.")
     empty = tf.zeros([0, 4], tf.float32)
+    if test_scale is not None:
+        resized, _, scale = resize_for_test(image, empty, test_scale)
+        return pad_up_to_multiple(normalize_image(resized), pad_to_multiple), scale
+    if image_size is None:
+        raise ValueError("preprocess_image needs an image_size canvas or a test_scale.")
     resized, _, scale = resize_keep_ratio(image, empty, image_size)
     normalized = normalize_image(resized)
     return pad_to_size(normalized, padded_size(image_size, pad_to_multiple)), scale

@@ -67,21 +67,44 @@ class Detector:
 
 
 class KerasDetector(Detector):
-    """A `GFocalDetector` (in memory or from a ``.keras`` file)."""
+    """A `GFocalDetector` (in memory or from a ``.keras`` file).
+
+    Images are resized into ``image_size`` (the argument, else the model's
+    training canvas); a model without one (e.g. converted from a reference
+    checkpoint) gets the reference's test-time resize instead (``test_scale``
+    ``(800, 1333)``: long side <= 1333, short side <= 800, padded to the
+    image's own multiple of 32), and ``image_size`` is then None.
+    """
 
     format = "keras"
 
     def __init__(self, model, image_size=None):
+        from keras_gfocal.data.transforms import REFERENCE_TEST_SCALE
         from keras_gfocal.export.metadata import build_metadata
 
         self.model = model
+        size = image_size or getattr(model, "image_size", None)
+        self.test_scale = None if size else REFERENCE_TEST_SCALE
         super().__init__(build_metadata(model, graphs.model_image_size(model, image_size), "keras"))
+        if self.test_scale is not None:
+            self.image_size = None
+            self.metadata["image_size"] = self.metadata["canvas_size"] = None
+            self.metadata["test_scale"] = list(self.test_scale)
+            self.metadata["preprocessing"]["resize"] = (
+                "keep aspect ratio with short side <= test_scale[0] and long side <= test_scale[1] "
+                "(bilinear, no antialias), scale = min(short / short_side, long / long_side)"
+            )
+            self.metadata["preprocessing"]["pad"] = "bottom/right with zeros (after normalising) to a multiple of 32"
 
     def detect(self, image):
         from keras_gfocal.data import preprocess_image
 
         image = _check_image(image)
-        canvas, scale = preprocess_image(image, self.image_size)
+        if self.test_scale is not None:
+            # Keras's predict function relaxes its input shape after the second size seen.
+            canvas, scale = preprocess_image(image, test_scale=self.test_scale)
+        else:
+            canvas, scale = preprocess_image(image, self.image_size)
         det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
         n = int(det["num_detections"])
         return self._finish(det["boxes"][:n], det["scores"][:n], det["classes"][:n], float(scale), image.shape,

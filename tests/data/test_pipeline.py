@@ -36,6 +36,9 @@ def test_training_batch_shapes_dtypes_and_padding(coco):
     )
     np.testing.assert_array_equal(targets["boxes"][0, 3:], 0.0)
     np.testing.assert_array_equal(targets["boxes"][1, 1:], 0.0)
+    # Each image's resized size before padding, for the loss to leave the padding out.
+    assert targets["image_size"].dtype == np.int32
+    np.testing.assert_array_equal(targets["image_size"], [RESIZED[i] for i in (1, 2, 3, 9)])
 
 
 def test_training_static_shapes(coco):
@@ -44,6 +47,7 @@ def test_training_static_shapes(coco):
     assert images_spec.shape == (2, 96, 96, 3)
     assert targets_spec["boxes"].shape == (2, 7, 4)
     assert targets_spec["labels"].shape == (2, 7)
+    assert targets_spec["image_size"].shape == (2, 2)
 
 
 def test_training_boxes_after_resize(coco, h):
@@ -191,8 +195,56 @@ def test_multiscale_sizes_vary_within_range(synthetic):
     # the short side s in [24, 40] gives scale min(s / 48, 56 / 64) and height <= 40.
     heights = [int(np.max(np.nonzero(np.any(img != 0, axis=(1, 2)))[0])) + 1 for img in images]
     assert min(heights) >= 24 and max(heights) <= 40
+    widths = [int(np.max(np.nonzero(np.any(img != 0, axis=(0, 2)))[0])) + 1 for img in images]
+    np.testing.assert_array_equal(targets["image_size"], np.stack([heights, widths], axis=1))
     assert len(set(heights)) > 3
     valid = targets["labels"] >= 0
     boxes = targets["boxes"][valid]
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
     assert np.all(boxes[:, 3] <= 40) and np.all(boxes[:, 2] <= 56)
+
+
+# The reference's test-time resize with small limits (short 64, long 100), by hand:
+# scale = min(64 / short side, 100 / long side); padded to the image's own multiple of 32.
+TEST_SCALE = (64, 100)
+TEST_RESIZED = {1: (64, 96), 2: (64, 96), 3: (96, 64), 5: (64, 64), 9: (64, 85)}
+TEST_PADDED = {1: (64, 96), 2: (64, 96), 3: (96, 64), 5: (64, 64), 9: (64, 96)}
+TEST_SCALES = {1: 1.6, 2: 3.2, 3: 3.2, 5: 4.0, 9: 64 / 24}
+
+
+def test_eval_with_test_scale_one_image_per_batch_at_its_own_size(coco, h):
+    ds = make_dataset(coco, training=False, batch_size=1, test_scale=TEST_SCALE, deterministic=True)
+    assert ds.element_spec[0].shape.as_list() == [None, None, None, 3]
+    batches = _batches(ds)
+    assert [int(b[2]["image_id"][0]) for b in batches] == [1, 2, 3, 5, 9]
+    for images, targets, meta in batches:
+        image_id = int(meta["image_id"][0])
+        assert images.shape == (1, *TEST_PADDED[image_id], 3)
+        np.testing.assert_array_equal(targets["image_size"][0], TEST_RESIZED[image_id])
+        np.testing.assert_allclose(meta["scale"][0], TEST_SCALES[image_id], rtol=1e-6)
+        rh, rw = TEST_RESIZED[image_id]
+        assert np.all(images[0, rh:] == 0) and np.all(images[0, :, rw:] == 0)
+        assert np.any(images[0, rh - 1, rw - 1] != 0)
+        n = len(h.EXPECTED_LABELS[image_id])
+        back = targets["boxes"][0, :n] / meta["scale"][0]
+        border = np.array([rw, rh, rw, rh]) / TEST_SCALES[image_id]
+        expected = np.minimum(np.asarray(h.EXPECTED_BOXES[image_id]).reshape(-1, 4), border)
+        np.testing.assert_allclose(back, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_eval_with_test_scale_batches_group_equal_padded_sizes(coco):
+    batches = _batches(make_dataset(coco, training=False, batch_size=2, test_scale=TEST_SCALE))
+    ids = sorted(int(i) for b in batches for i in b[2]["image_id"])
+    assert ids == [1, 2, 3, 5, 9]
+    for images, _, meta in batches:
+        assert len(images) <= 2
+        for image_id in meta["image_id"]:
+            assert images.shape[1:3] == TEST_PADDED[int(image_id)]
+    assert sorted(len(b[0]) for b in batches) == [1, 1, 1, 2]  # {1, 2} or {1, 9} or {2, 9} together
+
+
+def test_test_scale_is_for_evaluation_only(coco):
+    with pytest.raises(ValueError, match="test_scale"):
+        make_dataset(coco, training=True, batch_size=2, test_scale=TEST_SCALE)
+    with pytest.raises(ValueError, match="short"):
+        make_dataset(coco, training=False, batch_size=2, test_scale=(100, 64))

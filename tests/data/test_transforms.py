@@ -130,3 +130,47 @@ def test_preprocess_image(h):
     # Float input with 0..255 values gives the same result.
     out_f, _ = transforms.preprocess_image(image.astype(np.float32), (80, 90))
     np.testing.assert_allclose(out_f.numpy(), out, atol=1e-6)
+
+
+# The reference's test-time resize: long side <= 1333, short side <= 800, own padding.
+@pytest.mark.parametrize(
+    "hw, expected_scale, expected_size, expected_padded",
+    [
+        # landscape: 800 / 480 limits; 640 * 5 / 3 = 1066.7 -> 1067, padded to 1088
+        ((480, 640), 800 / 480, (800, 1067), (800, 1088)),
+        # portrait stays portrait (a landscape canvas would give 800 x 600)
+        ((640, 480), 800 / 480, (1067, 800), (1088, 800)),
+        # very wide: the long side limits, 1333 / 4000; 333.25 -> 333
+        ((1000, 4000), 1333 / 4000, (333, 1333), (352, 1344)),
+        # very tall: 1333 / 90 limits; 30 * 14.81 = 444.3 -> 444
+        ((90, 30), 1333 / 90, (1333, 444), (1344, 448)),
+        # small images are enlarged: 800 / 30 and 800 / 20
+        ((30, 40), 800 / 30, (800, 1067), (800, 1088)),
+        ((20, 20), 40.0, (800, 800), (800, 800)),
+        # already at the limits
+        ((800, 1333), 1.0, (800, 1333), (800, 1344)),
+        ((1333, 800), 1.0, (1333, 800), (1344, 800)),
+    ],
+)
+def test_reference_test_resize_rule(hw, expected_scale, expected_size, expected_padded):
+    scale, size, padded = transforms.reference_test_size(hw)
+    np.testing.assert_allclose(float(scale), expected_scale, rtol=1e-6)
+    assert tuple(size.numpy()) == expected_size
+    assert tuple(padded.numpy()) == expected_padded
+
+
+def test_preprocess_image_with_test_scale_pads_to_its_own_multiple_of_32(h):
+    image = np.zeros([30, 20, 3], np.uint8)  # portrait
+    image[:] = h.LEFT_COLOR
+    # (short, long) = (64, 100): scale min(100 / 30, 64 / 20) = 3.2 -> 96 x 64, no padding needed
+    out, scale = transforms.preprocess_image(image, test_scale=(64, 100))
+    assert out.shape == (96, 64, 3) and float(scale) == pytest.approx(3.2)
+    # (short, long) = (50, 100): scale min(3.33, 2.5) = 2.5 -> 75 x 50, padded to 96 x 64
+    out, scale = transforms.preprocess_image(image, test_scale=(50, 100))
+    out = out.numpy()
+    assert out.shape == (96, 64, 3) and float(scale) == 2.5
+    np.testing.assert_allclose(out[74, 49], h.normalized(h.LEFT_COLOR), rtol=1e-5)
+    np.testing.assert_array_equal(out[75:], 0.0)
+    np.testing.assert_array_equal(out[:, 50:], 0.0)
+    with pytest.raises(ValueError, match="short"):
+        transforms.preprocess_image(image, test_scale=(100, 50))

@@ -41,15 +41,18 @@ def batch():
     # Images 0-1 (replica 0) hold one box each, images 2-3 (replica 1) three:
     # the replicas see different numbers of positives.
     layout = {0: 1, 1: 1, 2: 3, 3: 3}
+    # Image 1 is a 30 x 28 image padded into the 64 x 64 batch: the points
+    # beyond its own padded 32 x 32 take no part in the loss (y["image_size"]).
+    image_size = np.array([[SIZE, SIZE], [30, 28], [SIZE, SIZE], [SIZE, SIZE]], "int32")
     for i, count in layout.items():
         for j in range(count):
             # Small boxes on replica 0, large ones on replica 1, so the mean
             # loss per positive differs between the replicas too.
             w, h = rng.uniform(6, 10, 2) if count == 1 else rng.uniform(24, 40, 2)
-            x1, y1 = rng.uniform(0, SIZE - w), rng.uniform(0, SIZE - h)
+            x1, y1 = rng.uniform(0, image_size[i, 1] - w), rng.uniform(0, image_size[i, 0] - h)
             boxes[i, j] = [x1, y1, x1 + w, y1 + h]
             labels[i, j] = j % 2
-    return images, {"boxes": boxes, "labels": labels}
+    return images, {"boxes": boxes, "labels": labels, "image_size": image_size}
 
 
 def one_step(strategy, weights, images, targets):
