@@ -35,7 +35,9 @@ class GFocalDetector(keras.Model):
     "num_detections" [B]}``.
 
     `fit()` takes ``(images, {"boxes": [B, G, 4] xyxy pixels, "labels": [B, G]
-    int, -1 for padding})``.
+    int, -1 for padding, optionally "image_size": [B, 2] each image's resized
+    (height, width) before padding})``; `keras_gfocal.data.make_dataset`
+    yields exactly that.
 
     Args:
         backbone: a `keras_gfocal.layers.Backbone`: a serialisable layer that
