@@ -275,7 +275,7 @@ def cmd_demo(args):
 
 
 def cmd_convert(args):
-    from keras_gfocal.checkpoints import convert_checkpoint
+    from keras_gfocal.convert import convert_checkpoint
 
     if not args.out.endswith(".keras"):
         raise ValueError(f"--out must name a .keras file, got {args.out!r}.")

@@ -14,7 +14,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_gfocal.checkpoints import CheckpointMismatchError, convert_checkpoint, load_resnet_weights
+from keras_gfocal.checkpoints import CheckpointMismatchError, load_resnet_weights
+from keras_gfocal.convert import convert_checkpoint
 from keras_gfocal.layers import ResNetBackbone
 from reference_weights import seeded_state_dict
 

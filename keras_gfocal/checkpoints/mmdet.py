@@ -1,5 +1,5 @@
 """MMDetection-layout GFocal checkpoints (the official GFocalV2 models and
-MMDetection's GFL models) converted into `GFocalDetector`.
+MMDetection's GFL models) mapped onto a `GFocalDetector`'s variables.
 
 Key names and layouts are listed in the reference facts: ``backbone.*`` in
 torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
@@ -10,9 +10,6 @@ torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
 background channel after the real classes; it is dropped.
 """
 
-import os
-
-from keras_gfocal.checkpoints.coco80 import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from keras_gfocal.checkpoints.mapping import (
     CheckpointMismatchError,
     assign_all,
@@ -40,9 +37,7 @@ def _cls_rows(prefix, conv, drop_background):
 def gfocal_rows(model, drop_background=False):
     """``(checkpoint key, variable, transform)`` rows of a built `GFocalDetector`
     with a `ResNetBackbone`, in MMDetection's names."""
-    from keras_gfocal.layers import ResNetBackbone
-
-    if not isinstance(model.backbone, ResNetBackbone):
+    if not hasattr(model.backbone, "stages"):  # the ResNetBackbone layout resnet_rows reads
         raise ValueError(
             f"MMDetection GFocal checkpoints need a ResNetBackbone; this model has {type(model.backbone).__name__}."
         )
@@ -70,7 +65,12 @@ def gfocal_rows(model, drop_background=False):
     return rows
 
 
-def _classes_in_checkpoint(state_dict, source, dgqp, num_classes):
+def needs_no_variable(key):
+    # BatchNorm's step counter, and the head's fixed [0, 1, ..., reg_max] projection buffer.
+    return key.endswith("num_batches_tracked") or key == "bbox_head.integral.project"
+
+
+def classes_in_checkpoint(state_dict, source, dgqp, num_classes):
     """``(num_classes, drop_background)`` read off ``gfl_cls``."""
     key = "bbox_head.gfl_cls.bias"
     if key not in state_dict:
@@ -88,64 +88,12 @@ def _classes_in_checkpoint(state_dict, source, dgqp, num_classes):
     )
 
 
-def _needs_no_variable(key):
-    # BatchNorm's step counter, and the head's fixed [0, 1, ..., reg_max] projection buffer.
-    return key.endswith("num_batches_tracked") or key == "bbox_head.integral.project"
-
-
-def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_names=None, category_ids=None):
-    """Builds preset ``preset`` with the weights of an MMDetection-layout GFocal checkpoint.
-
-    Args:
-        checkpoint: a ``.pth`` path (read without torch or code execution) or
-            a ``{key: array}`` state dict.
-        preset: a `keras_gfocal.presets` name with a ResNet backbone, e.g.
-            ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models.
-        out: optional ``.keras`` path to save the model to.
-        num_classes: default: read off the checkpoint (``gfl_cls`` channels,
-            less the background channel of the official GFocalV2 models).
-        class_names, category_ids: dataset metadata; default: the 80 COCO
-            classes and their ids when there are 80 classes, else the
-            checkpoint's ``meta["CLASSES"]`` (ids 1..N) if it has them.
-    Returns:
-        the `GFocalDetector`, built for any input size; ``image_size`` None so
-        evaluation and prediction use the reference's per-image test resize.
-    Raises:
-        CheckpointMismatchError (a ValueError): missing or extra keys or
-            different shapes, the first few named; deformable-conv (DCN)
-            models are named as such.
-    """
-    from keras_gfocal.checkpoints.pth import read_state_dict
-    from keras_gfocal.detector import GFocalDetector
-    from keras_gfocal.presets import preset_config
-
-    if isinstance(checkpoint, dict):
-        state_dict, meta, source = checkpoint, {}, "the given state dict"
-    else:
-        source = os.fspath(checkpoint)
-        state_dict, meta = read_state_dict(source)
-        meta = meta or {}
+def load_gfocal_weights(model, state_dict, source, drop_background=False):
+    """Assigns an MMDetection-layout GFocal state dict to a built `GFocalDetector`,
+    all or nothing (see `keras_gfocal.checkpoints.mapping.assign_all`)."""
     dcn = sorted(k for k in state_dict if "conv_offset" in k or "dcn" in k.split(".")[-2:])
     if dcn:
         raise CheckpointMismatchError(
             f"{source} is a deformable-conv (DCN) model ({dcn[0]}); keras-gfocal has no DCN backbone."
         )
-    dgqp = preset_config(preset).get("dgqp", True)
-    num_classes, drop_background = _classes_in_checkpoint(state_dict, source, dgqp, num_classes)
-    if class_names is None:
-        if num_classes == len(COCO_CLASS_NAMES):
-            class_names, category_ids = COCO_CLASS_NAMES, category_ids or COCO_CATEGORY_IDS
-        elif meta.get("CLASSES") is not None and len(meta["CLASSES"]) == num_classes:
-            class_names = meta["CLASSES"]
-    if class_names is not None and category_ids is None:
-        category_ids = range(1, num_classes + 1)
-
-    model = GFocalDetector.from_preset(
-        preset, num_classes=num_classes, backbone_weights=None,
-        class_names=class_names, category_ids=category_ids,
-    )
-    model.build((None, None, None, 3))
-    assign_all(state_dict, gfocal_rows(model, drop_background), source, ignore=_needs_no_variable)
-    if out is not None:
-        model.save(out)
-    return model
+    assign_all(state_dict, gfocal_rows(model, drop_background), source, ignore=needs_no_variable)
