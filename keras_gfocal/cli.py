@@ -6,6 +6,7 @@ Each subcommand has ``--help``; every one prints where its outputs went.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -50,7 +51,7 @@ def cmd_train(args):
         preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         out=args.out, backbone_weights=_weights(args.backbone_weights), learning_rate=args.lr,
         multiscale=args.multiscale, mixed_precision=args.mixed_precision, eval_every=args.eval_every,
-        seed=args.seed, skip_bad_images=args.skip_bad_images,
+        seed=args.seed, skip_bad_images=args.skip_bad_images, verify_images=args.verify_images,
     )
     print(f"Model saved to {os.path.join(args.out, 'model.keras')}; checkpoints, logs (log.csv, tensorboard/) "
           f"and evaluations in {args.out}")
@@ -74,10 +75,13 @@ def cmd_evaluate(args):
     from keras_gfocal.data import CocoDataset
     from keras_gfocal.evaluation import coco_evaluate, detect_coco, make_eval_dataset, predict_coco, write_results
 
+    if not os.path.exists(args.model):  # before the (slower) dataset check
+        raise SystemExit(f"Model file not found: {args.model}")
+    dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images,
+                          verify_images=args.verify_images)
+    for line in dataset.summary():
+        print(line)
     detector = _open_detector(args.model, args.image_size)
-    dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images)
-    if dataset.num_skipped:
-        print(f"Skipped {dataset.num_skipped} unreadable or missing images.")
     start = time.time()
     if detector.format == "keras":  # batched through tf.data: the fast path
         # The model's canvas, or the reference's per-image test resize for a model without one.
@@ -110,27 +114,37 @@ def _list_images(inputs):
     return files
 
 
-def predict_images(detector, files, score_threshold=0.3, out=None, progress=True):
+def predict_images(detector, files, score_threshold=0.3, out=None, progress=True, skip_bad_images=False,
+                   skipped=None):
     """Runs a `keras_gfocal.export.runtime.Detector` on image files.
+
+    Images are read with `keras_gfocal.data.read_image`, the decoder of
+    training and evaluation, so every path sees the same pixels.
 
     Returns one dict per image: ``file`` and ``detections`` (box xyxy in the
     image's pixels, score, label, category id, class name and, where the
     format keeps it, the per-edge localisation confidence l, t, r, b). If
     ``out`` is set, a picture with the boxes drawn is written there per image.
+    An unreadable image raises ``ValueError`` naming it, or with
+    ``skip_bad_images`` is left out and ``(path, reason)`` appended to ``skipped``.
     """
-    import numpy as np
-    from PIL import Image
     from tqdm.auto import tqdm
 
+    from keras_gfocal.data import read_image
     from keras_gfocal.visualize import draw_detections
 
     names = detector.class_names
     results = []
     for path in tqdm(files, desc="predict", unit="image", disable=not progress):
         try:
-            image = np.asarray(Image.open(path).convert("RGB"))
-        except Exception as err:  # PIL raises several types for bad files
-            raise SystemExit(f"gfocal predict: cannot read image {path}: {err}") from err
+            image = read_image(path)
+        except (ValueError, OSError) as err:
+            if not skip_bad_images:
+                raise ValueError(f"{err} (--skip-bad-images leaves unreadable images out)") from None
+            if skipped is not None:
+                skipped.append((path, str(err)))
+            print(f"Skipping unreadable image: {err}", file=sys.stderr)
+            continue
         det = detector.detect(image)
         detections = []
         for i, (box, score, label, category_id) in enumerate(
@@ -158,7 +172,12 @@ def predict_images(detector, files, score_threshold=0.3, out=None, progress=True
 def cmd_predict(args):
     detector = _open_detector(args.model, args.image_size)
     os.makedirs(args.out, exist_ok=True)
-    results = predict_images(detector, _list_images(args.inputs), args.score_threshold, args.out)
+    skipped = []
+    results = predict_images(detector, _list_images(args.inputs), args.score_threshold, args.out,
+                             skip_bad_images=args.skip_bad_images, skipped=skipped)
+    if skipped:
+        print(f"Skipped {len(skipped)} unreadable image(s): {', '.join(p for p, _ in skipped[:10])}"
+              + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
     json_path = os.path.join(args.out, "predictions.json")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
@@ -218,9 +237,8 @@ def cmd_analyze(args):
 
 def cmd_demo(args):
     import numpy as np
-    from PIL import Image
 
-    from keras_gfocal.data import CocoDataset
+    from keras_gfocal.data import CocoDataset, read_image
     from keras_gfocal.data import make_dataset
     from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
     from keras_gfocal.export.runtime import KerasDetector
@@ -257,7 +275,7 @@ def cmd_demo(args):
     preds = predict_images(KerasDetector(model, args.image_size), files, score_threshold=0.3, progress=False)
     pictures = []
     for path, pred in zip(files, preds):
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = read_image(path)
         dets = pred["detections"]
         pictures.append(draw_detections(
             image, np.array([d["box_xyxy"] for d in dets]).reshape(-1, 4), [d["score"] for d in dets],
@@ -329,7 +347,13 @@ def build_parser():
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"], default=None)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--skip-bad-images", action="store_true", help="skip missing/corrupt images with a warning")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out missing, unreadable and truncated images, naming them (default: stop with an "
+                        "error naming every bad image)")
+    p.add_argument("--verify-images", choices=["header", "decode"], default="decode",
+                   help="image check before the run: 'decode' (default) decodes every image, finding truncated "
+                        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
+                        "image then stops the run when the pipeline reaches it)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="COCO mAP of a model on a COCO-format dataset",
@@ -342,7 +366,12 @@ def build_parser():
                    help="H,W canvas (default: the model's training size; for a model without one, the "
                         "reference's per-image test resize)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out missing, unreadable and truncated images, naming them")
+    p.add_argument("--verify-images", choices=["header", "decode"], default="decode",
+                   help="image check before the run: 'decode' (default) decodes every image, finding truncated "
+                        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
+                        "image then stops the run when the pipeline reaches it)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="detect objects in images; JSON and pictures out",
@@ -354,6 +383,8 @@ def build_parser():
     p.add_argument("--image-size", type=_size, default=None,
                    help="H,W canvas (default: the model's training size; for a .keras model without one, the "
                         "reference's per-image test resize)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be read, naming them (default: stop at the first)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a .keras model to SavedModel, TFLite or ONNX",
@@ -427,10 +458,32 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"gfocal {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # bad input (FileNotFoundError is an OSError): one line, no traceback
+        print(f"gfocal {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if not _is_image_decode_error(err):
+            raise  # a real bug: keep the traceback
+        cause = re.search(r"(jpeg::Uncompress|Invalid JPEG|Invalid PNG|Unknown image file format)[^\[]*", str(err))
+        print(f"gfocal {args.command}: error: an image could not be decoded in the input pipeline "
+              f"({' '.join(cause.group(0).split()) if cause else _one_line(err)}); run with --verify-images decode to find (and with --skip-bad-images to "
+              "leave out) every bad image.", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(err):
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _is_image_decode_error(err):
+    """A TensorFlow error from decoding an image inside a tf.data pipeline."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError):
+        return False
+    text = str(err)
+    return any(k in text for k in ("jpeg::Uncompress", "Invalid JPEG", "Invalid PNG", "Unknown image file format",
+                                   "DecodeImage", "DecodeJpeg", "DecodePng", "DecodeGif", "DecodeBmp"))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,13 @@ def validate_targets(boxes, labels, num_classes, image_size=None):
             "labels must be in [0, num_classes) with -1 for padding."
         )
     b = boxes[valid]
+    finite = np.isfinite(b).all(axis=-1)
+    if not finite.all():
+        image, row = (int(v[0]) for v in np.nonzero(valid & ~np.isfinite(boxes).all(axis=-1)))
+        raise ValueError(
+            f"y['boxes'] holds {int((~finite).sum())} box(es) with a non-finite coordinate (NaN or infinity), "
+            f"the first in image {image}, row {row}: {boxes[image, row].tolist()}. Boxes must be finite xyxy pixels."
+        )
     if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
         idx = int(np.argmax((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])))
         raise ValueError(
@@ -113,7 +120,13 @@ def graph_checks(gt_boxes, gt_labels, num_classes, image_size=None, canvas_hw=No
     inverted = tf.reduce_any(
         valid & ((gt_boxes[..., 2] < gt_boxes[..., 0]) | (gt_boxes[..., 3] < gt_boxes[..., 1]))
     )
+    non_finite = tf.reduce_any(valid & tf.logical_not(tf.reduce_all(tf.math.is_finite(gt_boxes), axis=-1)))
     checks = [
+        tf.debugging.Assert(
+            tf.logical_not(non_finite),
+            ["GFocalDetector: a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be "
+             "finite xyxy pixels."],
+        ),
         tf.debugging.Assert(
             tf.logical_not(bad_label),
             [f"GFocalDetector: a label is >= num_classes={num_classes}; labels must be in "

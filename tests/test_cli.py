@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_gfocal.cli import build_parser, main
@@ -23,11 +24,23 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     assert main(["synth", data, "--num-train", "16", "--num-val", "4", "--image-size", "64"]) == 0
     ann = os.path.join(data, "annotations")
     run = str(tmp_path / "run")
+    # A truncated training image with a box: --skip-bad-images leaves it out of the training pipeline.
+    train_json = json.load(open(f"{ann}/instances_train.json"))
+    first = train_json["images"][0]
+    from PIL import Image
+
+    Image.open(os.path.join(data, "train", first["file_name"])).convert("RGB").save(f"{data}/train/cut.jpg")
+    _cut(f"{data}/train/cut.jpg")
+    train_json["images"].append(dict(first, id=999, file_name="cut.jpg"))
+    train_json["annotations"].append(dict(train_json["annotations"][0], id=9999, image_id=999))
+    json.dump(train_json, open(f"{ann}/instances_train.json", "w"))
     assert main([
         "train", "--train-ann", f"{ann}/instances_train.json", "--train-images", f"{data}/train",
         "--val-ann", f"{ann}/instances_val.json", "--val-images", f"{data}/val",
         "--preset", "gfocal_v2_tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "64", "--out", run,
+        "--skip-bad-images",
     ]) == 0
+    assert "left out: 1 bad image(s) (cut.jpg)" in capsys.readouterr().out
     for name in ("model.keras", "log.csv", "checkpoints/epoch_001.keras", "eval/metrics.json"):
         assert os.path.exists(os.path.join(run, name)), name
     header = open(os.path.join(run, "log.csv")).readline()
@@ -101,3 +114,188 @@ def test_evaluate_and_predict_use_the_reference_resize_without_a_canvas(tmp_path
 
     detector = _open_detector(path)
     assert detector.image_size is None and detector.test_scale == (64, 100)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _one_error_line(err, command):
+    """The single error line of a failed command (tqdm bars may share stderr)."""
+    lines = [line for line in err.splitlines() if line.startswith(f"gfocal {command}: error: ")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    return lines[0]
+
+
+def _coco_folder(tmp_path, bbox, image_names=("a.png",)):
+    """A raw COCO JSON (NaN allowed) over small PNG / JPEG images of 32 x 32."""
+    from PIL import Image
+
+    image_dir = tmp_path / "images"
+    image_dir.mkdir(exist_ok=True)
+    noise = np.random.default_rng(0).integers(0, 255, [32, 32, 3]).astype(np.uint8)
+    images = []
+    for i, name in enumerate(image_names, 1):
+        Image.fromarray(noise).save(str(image_dir / name))
+        images.append({"id": i, "file_name": name, "height": 32, "width": 32})
+    annotations = [{"id": 5, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}]
+    annotations += [{"id": 10 + i, "image_id": i, "category_id": 1, "bbox": [2, 2, 20, 20], "iscrowd": 0}
+                    for i in range(2, len(images) + 1)]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                    "categories": [{"id": 1, "name": "thing"}]}))
+    return str(ann_file), str(image_dir)
+
+
+def _cut(path):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "bbox, reason",
+    [
+        ([float("nan"), 10, 20, 20], "bbox [nan, 10, 20, 20] holds a non-finite number (NaN or infinity)."),
+        ([None, 10, 20, 20], "bbox [None, 10, 20, 20] must hold four numbers [x, y, w, h]."),
+        ([10, 10, "wide", 20], "bbox [10, 10, 'wide', 20] must hold four numbers [x, y, w, h]."),
+    ],
+)
+def test_train_answers_a_broken_bbox_in_one_line(tmp_path, capsys, bbox, reason):
+    ann_file, image_dir = _coco_folder(tmp_path, bbox)
+    code = main(["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
+                 "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "1"])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert line == f"gfocal train: error: {ann_file}: annotation 5 (image 1, a.png): {reason}"
+
+
+def test_train_without_usable_boxes_says_why(tmp_path, capsys):
+    ann_file, image_dir = _coco_folder(tmp_path, [1, 1, 0, 20])
+    code = main(["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
+                 "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "2"])
+    assert code == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err, "train")
+    assert f"{ann_file} has no images with a usable box to train on (1 usable images; left out: 1 boxes narrower " \
+           "or lower than 1 pixel" in line
+    assert "batch-size" not in line
+    assert "left out: 1 boxes narrower or lower than 1 pixel" in captured.out  # the summary is printed too
+
+
+def test_train_names_every_truncated_image_and_skips_them_on_request(tmp_path, capsys):
+    ann_file, image_dir = _coco_folder(tmp_path, [2, 2, 20, 20], ["a.png", "cut1.jpg", "cut2.jpg"])
+    for name in ("cut1.jpg", "cut2.jpg"):
+        _cut(os.path.join(image_dir, name))
+    args = ["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
+            "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "2"]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err, "train")
+    assert line.startswith(f"gfocal train: error: 2 bad image(s) listed in {ann_file}")
+    for name in ("cut1.jpg", "cut2.jpg"):
+        assert f"'{name}': cannot decode image (jpeg::Uncompress failed" in line
+    # With --skip-bad-images both are left out, and said so; one image is left: fewer than a batch of 2.
+    assert main(args + ["--skip-bad-images"]) == 2
+    captured = capsys.readouterr()
+    assert "left out: 2 bad image(s) (cut1.jpg, cut2.jpg)" in captured.out
+    assert "has 1 images with boxes, fewer than one batch of 2" in _one_error_line(captured.err, "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from keras_gfocal import GFocalDetector
+
+    folder = tmp_path_factory.mktemp("model")
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=1, image_size=(32, 32), class_names=["thing"],
+                                       category_ids=[1])
+    model.build((None, 32, 32, 3))
+    path = str(folder / "model.keras")
+    model.save(path)
+    return model, path
+
+
+def test_evaluate_and_predict_skip_truncated_images(tmp_path, capsys, tiny_model, monkeypatch):
+    import keras_gfocal.evaluation
+    from keras_gfocal.export.runtime import KerasDetector
+
+    _, model_path = tiny_model
+    # Inference itself is tested elsewhere: here only which images reach it.
+    reached = []
+    monkeypatch.setattr(keras_gfocal.evaluation, "predict_coco",
+                        lambda model, ds, ids: reached.extend(int(i) for _, _, m in ds for i in m["image_id"]) or [])
+    empty = {"boxes": np.zeros([0, 4]), "scores": np.zeros([0]), "labels": np.zeros([0], int),
+             "category_ids": np.zeros([0], int)}
+    monkeypatch.setattr(KerasDetector, "detect", lambda self, image: empty)
+    ann_file, image_dir = _coco_folder(tmp_path, [2, 2, 20, 20], ["a.png", "cut.jpg"])
+    _cut(os.path.join(image_dir, "cut.jpg"))
+    evaluate = ["evaluate", "--model", model_path, "--ann", ann_file, "--images", image_dir]
+    assert main(evaluate) == 2
+    line = _one_error_line(capsys.readouterr().err, "evaluate")
+    assert "'cut.jpg': cannot decode image (jpeg::Uncompress failed" in line
+    assert main(evaluate + ["--skip-bad-images"]) == 0
+    out = capsys.readouterr().out
+    assert "left out: 1 bad image(s) (cut.jpg)" in out and "detections on 1 images" in out
+    assert reached == [1]  # image 2, cut.jpg, never reached the pipeline
+
+    predict = ["predict", image_dir, "--model", model_path, "--out", str(tmp_path / "pred")]
+    assert main(predict) == 2
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert f"Cannot decode image {os.path.join(image_dir, 'cut.jpg')}: jpeg::Uncompress failed" in line
+    assert "--skip-bad-images" in line
+    assert main(predict + ["--skip-bad-images"]) == 0
+    captured = capsys.readouterr()
+    assert f"Skipped 1 unreadable image(s): {os.path.join(image_dir, 'cut.jpg')}" in captured.out
+    predictions = json.load(open(tmp_path / "pred" / "predictions.json"))
+    assert [p["file"] for p in predictions] == [os.path.join(image_dir, "a.png")]
+
+
+def test_damaged_model_files_are_called_damaged(tmp_path, capsys, tiny_model):
+    from keras_gfocal.export.metadata import build_metadata, write_metadata
+
+    model, model_path = tiny_model
+    image = str(tmp_path / "a.png")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(image)
+    cut = str(tmp_path / "model_cut.keras")
+    open(cut, "wb").write(open(model_path, "rb").read()[:5000])
+    saved_model = tmp_path / "sm"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"\x00 not a protobuf")
+    write_metadata(str(saved_model), build_metadata(model, (32, 32), "saved_model"))
+    lite = str(tmp_path / "model.tflite")
+    open(lite, "wb").write(b"not a flatbuffer" * 4)
+    write_metadata(lite, build_metadata(model, (32, 32), "tflite"))
+    cases = [
+        (cut, "the .keras file is damaged or not a model (ValueError: not a complete zip archive"),
+        (str(saved_model), "the SavedModel is damaged or not a model (OSError: Cannot parse file"),
+        (lite, "the .tflite file is damaged or not a model"),
+    ]
+    for path, message in cases:
+        assert main(["predict", image, "--model", path, "--out", str(tmp_path / "pred")]) == 2
+        line = _one_error_line(capsys.readouterr().err, "predict")
+        assert line.startswith(f"gfocal predict: error: Cannot load {path}: {message}"), line
+
+
+def test_a_decode_error_inside_the_pipeline_is_one_line(capsys, monkeypatch):
+    import tensorflow as tf
+
+    from keras_gfocal import cli
+
+    def failing(args):
+        tf.io.decode_image(b"\xff\xd8\xff\xe0 cut", channels=3)
+
+    def buggy(args):
+        raise KeyError("a real bug")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=failing)
+    assert main(["synth", "x"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "synth")
+    assert line.startswith("gfocal synth: error: an image could not be decoded in the input pipeline "
+                           "(jpeg::Uncompress failed. Invalid JPEG data or crop window.); run with --verify-images "
+                           "decode"), line
+    parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=buggy)
+    with pytest.raises(KeyError, match="a real bug"):  # a bug keeps its traceback
+        main(["synth", "x"])

@@ -4,12 +4,13 @@
 * `make_dataset`: the batched `tf.data` pipeline (training or evaluation; `test_scale=`
   `REFERENCE_TEST_SCALE` for the reference's per-image test resize).
 * `preprocess_image`: the same preprocessing for one image at inference.
-* `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them.
+* `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them;
+  `read_image`: the same for a file, as NumPy (what `gfocal predict` reads).
 * `write_tfrecords` / `read_tfrecords`: sharded TFRecord storage.
 * `make_synthetic_coco`: a tiny synthetic shapes dataset in COCO format.
 """
 
-from keras_gfocal.data.coco import CocoDataset, decode_image, make_dataset
+from keras_gfocal.data.coco import CocoDataset, decode_image, make_dataset, read_image
 from keras_gfocal.data.synthetic import make_synthetic_coco, synthetic_class_names
 from keras_gfocal.data.tfrecord import read_tfrecords, write_tfrecords
 from keras_gfocal.data.transforms import MEAN, REFERENCE_TEST_SCALE, STD, preprocess_image
@@ -22,6 +23,7 @@ __all__ = [
     "STD",
     "make_dataset",
     "make_synthetic_coco",
+    "read_image",
     "preprocess_image",
     "read_tfrecords",
     "synthetic_class_names",

@@ -20,6 +20,8 @@ import concurrent.futures
 import json
 import logging
 import os
+import re
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -50,6 +52,37 @@ def _check_file_name(file_name):
             f"Image file_name {file_name!r} leaves the image folder: file names must be "
             "relative paths without '..' components and not absolute."
         )
+
+
+def _is_number(value):
+    """A JSON number (int or float, not a bool, not a string or null)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _as_int(value, what):
+    """`value` as an int, or `ValueError` saying `what` it should have been."""
+    if _is_number(value) and np.isfinite(value) and float(value) == int(value):
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {value!r}")
+
+
+#: Reasons an annotation is left out of the training targets (the reference's rules).
+DROP_REASONS = {
+    "crowd": "crowd annotations (iscrowd=1)",
+    "small": "boxes narrower or lower than 1 pixel (width or height < 1, or negative)",
+    "outside": "boxes outside the image (less than 1 pixel left after clipping)",
+}
+#: How many bad images an error or a warning names before it gives a count.
+MAX_NAMED = 10
+
+
+def _decode_error_message(err):
+    """The useful part of a decoding error: no TF function-node prefix, no op suffix."""
+    text = getattr(err, "message", None) or str(err)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\]", "", text)
+    text = re.sub(r"\s*name:\s*$", "", " ".join(text.split()))
+    return text or type(err).__name__
 
 
 def _inspect_image(path, mode):
@@ -91,8 +124,7 @@ def _inspect_image(path, mode):
             data = tf.io.read_file(path)
             tf.io.decode_image(data, channels=3, expand_animations=False)
         except (tf.errors.OpError, ValueError) as err:
-            message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            return ("corrupt", f"cannot decode image ({message})"), (height, width)
+            return ("corrupt", f"cannot decode image ({_decode_error_message(err)})"), (height, width)
     return None, (height, width)
 
 
@@ -107,7 +139,7 @@ class CocoDataset:
     * crowd annotations (`iscrowd=1`) are dropped;
     * boxes `[x, y, w, h]` become xyxy `[x, y, x + w, y + h]`, clipped to the
       image; a box whose width or height is below 1 pixel (before or after
-      clipping) is dropped;
+      clipping) is dropped and counted;
     * images left without boxes stay in the dataset (for evaluation) and are
       excluded from training pipelines (`records(skip_empty=True)`).
 
@@ -122,9 +154,17 @@ class CocoDataset:
     * `"decode"`: additionally decodes every image with `tf.io.decode_image`, which
       also catches truncated files. Slow on large datasets.
 
-    A bad image raises an error naming the file (`FileNotFoundError` when missing,
-    `ValueError` when unreadable), or, with `skip_bad_images=True`, is left out with
-    a logged warning; `num_skipped` and `skipped` report them. A `file_name` that
+    Bad images raise one error naming every bad file (the first `MAX_NAMED`, then
+    a count and the path of a file listing them all; `FileNotFoundError` when all
+    are missing, else `ValueError`), or, with `skip_bad_images=True`, are left out
+    with a logged warning; `num_skipped` and `skipped` report them.
+
+    Every annotation kept is validated: `image_id` / `category_id` integers that
+    exist, a bbox of four finite numbers. Anything else raises `ValueError` naming
+    the annotation file, the annotation id and its image. Boxes the reference
+    drops (crowd, width or height below 1, outside the image) are counted per
+    reason in `dropped` and logged; `summary()` gives the lines `gfocal train`
+    and `gfocal evaluate` print. A `file_name` that
     points outside `image_dir` (absolute, or with `..`) always raises `ValueError`.
     If an image entry lacks `height` / `width`, its header is read to get them.
 
@@ -134,6 +174,8 @@ class CocoDataset:
         skip_bad_images: skip missing / unreadable images instead of raising.
         verify_images: one of `"none"`, `"exists"`, `"header"`, `"decode"`.
         num_workers: threads used for image validation.
+        bad_images_file: where the full list of bad images is written when there
+            are more than `MAX_NAMED` (default: a new temporary file).
 
     Attributes:
         ann_file, image_dir: as given.
@@ -145,6 +187,9 @@ class CocoDataset:
         image_ids: list of the usable image ids, in annotation-file order.
         num_skipped: number of images skipped because they were bad.
         skipped: list of `(file_name, reason)` of the skipped images.
+        bad_images_file: the file listing every bad image, or None.
+        dropped: dict `{reason: count}` of annotations left out of the training
+            targets, reasons `"crowd"`, `"small"`, `"outside"` (`DROP_REASONS`).
     """
 
     def __init__(
@@ -154,6 +199,7 @@ class CocoDataset:
         skip_bad_images=False,
         verify_images="header",
         num_workers=16,
+        bad_images_file=None,
     ):
         if verify_images not in VERIFY_MODES:
             raise ValueError(
@@ -181,14 +227,16 @@ class CocoDataset:
 
         self._parse_categories(data["categories"])
         entries = self._parse_images(data["images"])
-        self._validate_images(entries, verify_images, num_workers)
+        self._validate_images(entries, verify_images, num_workers, bad_images_file)
         self._parse_annotations(data.get("annotations", []))
 
     # ------------------------------------------------------------------ parsing
     def _parse_categories(self, categories):
         by_id = {}
-        for cat in categories:
-            cat_id = int(cat["id"])
+        for index, cat in enumerate(categories):
+            if not isinstance(cat, dict):
+                raise ValueError(f"{self.ann_file}: categories[{index}] is not an object: {cat!r}.")
+            cat_id = _as_int(cat.get("id"), f"{self.ann_file}: categories[{index}] 'id'")
             if cat_id in by_id:
                 raise ValueError(f"{self.ann_file}: duplicate category id {cat_id}.")
             by_id[cat_id] = str(cat.get("name", cat_id))
@@ -203,14 +251,26 @@ class CocoDataset:
     def _parse_images(self, images):
         entries = []
         seen = set()
-        for image in images:
-            image_id = int(image["id"])
+        if not isinstance(images, list):
+            raise ValueError(f"{self.ann_file}: 'images' must be a list, got {type(images).__name__}.")
+        for index, image in enumerate(images):
+            if not isinstance(image, dict):
+                raise ValueError(f"{self.ann_file}: images[{index}] is not an object: {image!r}.")
+            image_id = _as_int(image.get("id"), f"{self.ann_file}: images[{index}] 'id'")
             if image_id in seen:
                 raise ValueError(f"{self.ann_file}: duplicate image id {image_id}.")
             seen.add(image_id)
             file_name = image.get("file_name")
-            _check_file_name(file_name)
+            try:
+                _check_file_name(file_name)
+            except ValueError as err:
+                raise ValueError(f"{self.ann_file}: image {image_id}: {err}") from None
             height, width = image.get("height"), image.get("width")
+            for key, value in (("height", height), ("width", width)):
+                if value is not None and (_as_int(value, f"{self.ann_file}: image {image_id} ({file_name}) "
+                                                           f"'{key}'") < 1):
+                    raise ValueError(f"{self.ann_file}: image {image_id} ({file_name}) has {key} {value}; "
+                                     "sizes must be >= 1.")
             entries.append(
                 {
                     "id": image_id,
@@ -222,7 +282,7 @@ class CocoDataset:
             )
         return entries
 
-    def _validate_images(self, entries, mode, num_workers):
+    def _validate_images(self, entries, mode, num_workers, bad_images_file=None):
         def check(entry):
             needs_size = entry["height"] is None or entry["width"] is None
             if mode == "none" and not needs_size:
@@ -257,70 +317,125 @@ class CocoDataset:
 
         self.skipped = [(e["file_name"], f"{kind}: {msg}") for e, (kind, msg) in bad]
         self.num_skipped = len(bad)
+        self.bad_images_file = None
+        if len(bad) > MAX_NAMED:
+            self.bad_images_file = self._write_bad_list(bad, bad_images_file)
         if bad and not self.skip_bad_images:
-            entry, (kind, message) = bad[0]
-            more = f" ({len(bad) - 1} more bad images)" if len(bad) > 1 else ""
-            text = (
-                f"Bad image {entry['file_name']!r} (path {entry['path']}) listed in "
-                f"{self.ann_file}: {message}{more}. Pass skip_bad_images=True to skip "
-                "bad images."
+            named = "; ".join(f"{e['file_name']!r}: {msg}" for e, (_, msg) in bad[:MAX_NAMED])
+            more = (
+                f"; and {len(bad) - MAX_NAMED} more (full list: {self.bad_images_file})"
+                if len(bad) > MAX_NAMED
+                else ""
             )
-            if kind == "missing":
+            text = (
+                f"{len(bad)} bad image(s) listed in {self.ann_file} (folder {self.image_dir}): {named}{more}. "
+                "Pass skip_bad_images=True (--skip-bad-images) to leave them out."
+            )
+            if all(kind == "missing" for _, (kind, _) in bad):
                 raise FileNotFoundError(text)
             raise ValueError(text)
-        for file_name, reason in self.skipped[:20]:
+        for file_name, reason in self.skipped[:MAX_NAMED]:
             logger.warning("Skipping image %r: %s", file_name, reason)
         if bad:
             logger.warning(
-                "Skipped %d bad image(s) of %d listed in %s.",
+                "Skipped %d bad image(s) of %d listed in %s%s.",
                 len(bad),
                 len(entries),
                 self.ann_file,
+                f" (full list: {self.bad_images_file})" if self.bad_images_file else "",
             )
         self.image_ids = [e["id"] for e in entries if e["id"] in self._images]
 
+    def _write_bad_list(self, bad, path):
+        """Writes every bad image, one `file_name<TAB>reason` a line; returns the path."""
+        if path is None:
+            handle, path = tempfile.mkstemp(prefix="gfocal_bad_images_", suffix=".txt")
+            os.close(handle)
+        with open(path, "w", encoding="utf-8") as f:
+            for entry, (kind, message) in bad:
+                f.write(f"{entry['file_name']}\t{kind}: {message}\n")
+        return path
+
     def _parse_annotations(self, annotations):
+        if not isinstance(annotations, list):
+            raise ValueError(f"{self.ann_file}: 'annotations' must be a list, got {type(annotations).__name__}.")
         boxes = {i: [] for i in self._images}
         labels = {i: [] for i in self._images}
         known_images = set(self._images)
         skipped_ids = {e for e in self._all_image_ids()} - known_images
-        self.num_crowd = 0
-        self.num_invalid_boxes = 0
-        for ann in annotations:
-            image_id = int(ann["image_id"])
+        self.dropped = {reason: 0 for reason in DROP_REASONS}
+        for index, ann in enumerate(annotations):
+            if not isinstance(ann, dict):
+                raise ValueError(f"{self.ann_file}: annotations[{index}] is not an object: {ann!r}.")
+            ann_id = ann.get("id", f"at index {index}")
+            where = f"{self.ann_file}: annotation {ann_id}"
+            image_id = _as_int(ann.get("image_id"), f"{where}: 'image_id'")
             if image_id not in known_images:
                 if image_id in skipped_ids:
                     continue
-                raise ValueError(
-                    f"{self.ann_file}: annotation {ann.get('id')} refers to unknown image id "
-                    f"{image_id}."
-                )
-            cat_id = int(ann["category_id"])
+                raise ValueError(f"{where} refers to unknown image id {image_id}.")
+            where += f" (image {image_id}, {self._images[image_id]['file_name']})"
+            cat_id = _as_int(ann.get("category_id"), f"{where}: 'category_id'")
             if cat_id not in self.category_id_to_label:
-                raise ValueError(
-                    f"{self.ann_file}: annotation {ann.get('id')} has unknown category id "
-                    f"{cat_id}."
-                )
+                raise ValueError(f"{where} has unknown category id {cat_id}.")
             if ann.get("iscrowd", 0):
-                self.num_crowd += 1
+                self.dropped["crowd"] += 1
                 continue
             bbox = ann.get("bbox")
-            if bbox is None or len(bbox) != 4:
-                raise ValueError(
-                    f"{self.ann_file}: annotation {ann.get('id')} has no [x, y, w, h] bbox."
-                )
+            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                raise ValueError(f"{where} has no [x, y, w, h] bbox: got {bbox!r}.")
+            if not all(_is_number(v) for v in bbox):
+                raise ValueError(f"{where}: bbox {bbox!r} must hold four numbers [x, y, w, h].")
+            if not all(np.isfinite(v) for v in bbox):
+                raise ValueError(f"{where}: bbox {bbox!r} holds a non-finite number (NaN or infinity).")
             x, y, w, h = (float(v) for v in bbox)
             image = self._images[image_id]
             x1, y1 = max(x, 0.0), max(y, 0.0)
             x2, y2 = min(x + w, float(image["width"])), min(y + h, float(image["height"]))
-            if w < 1 or h < 1 or x2 - x1 < 1 or y2 - y1 < 1:
-                self.num_invalid_boxes += 1
+            if w < 1 or h < 1:
+                self.dropped["small"] += 1
+                continue
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                self.dropped["outside"] += 1
                 continue
             boxes[image_id].append((x1, y1, x2, y2))
             labels[image_id].append(self.category_id_to_label[cat_id])
         for image_id, entry in self._images.items():
             entry["boxes"] = np.asarray(boxes[image_id], np.float32).reshape(-1, 4)
             entry["labels"] = np.asarray(labels[image_id], np.int32)
+        for line in self.summary()[1:]:
+            logger.warning("%s", line)
+
+    @property
+    def num_crowd(self):
+        """Crowd annotations left out of the training targets."""
+        return self.dropped["crowd"]
+
+    @property
+    def num_invalid_boxes(self):
+        """Boxes dropped as too small or outside their image."""
+        return self.dropped["small"] + self.dropped["outside"]
+
+    def summary(self):
+        """What was kept and what was left out, and why: a list of lines.
+
+        The first line counts the images and boxes kept; then one line per
+        reason something was left out (bad images, crowd annotations, boxes too
+        small or outside the image) with its count. `gfocal train` and
+        `gfocal evaluate` print these lines.
+        """
+        num_boxes = sum(len(e["labels"]) for e in self._images.values())
+        lines = [
+            f"{self.ann_file}: {len(self.image_ids)} images ({len(self.image_ids_with_boxes)} with boxes), "
+            f"{num_boxes} training boxes, {self.num_classes} classes"
+        ]
+        if self.num_skipped:
+            named = ", ".join(name for name, _ in self.skipped[:3]) + (", ..." if self.num_skipped > 3 else "")
+            lines.append(f"  left out: {self.num_skipped} bad image(s) ({named})")
+        for reason, count in self.dropped.items():
+            if count:
+                lines.append(f"  left out: {count} {DROP_REASONS[reason]}")
+        return lines
 
     def _all_image_ids(self):
         return (int(image["id"]) for image in self._data["images"])
@@ -421,6 +536,31 @@ def decode_image(image_bytes):
     )
     image.set_shape([None, None, 3])
     return image
+
+
+def read_image(path):
+    """Reads one image file as uint8 `[h, w, 3]` RGB NumPy, exactly as training decodes it.
+
+    The same `decode_image` serves `make_dataset`, evaluation, `gfocal predict`
+    and the exports, so every path sees the same pixels: 16-bit PNGs are scaled
+    to 8 bits (value / 257), grayscale is repeated to three channels, palette
+    PNGs are expanded, CMYK JPEGs are converted to RGB and an alpha channel is
+    dropped. EXIF orientation is ignored everywhere: pixels stay in the order
+    they are stored, the order COCO boxes and `height` / `width` refer to.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be decoded (message names the file).
+    """
+    path = str(path)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"Image not found: {path}")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+        return decode_image(tf.constant(data)).numpy()
+    except (tf.errors.OpError, ValueError) as err:
+        raise ValueError(f"Cannot decode image {path}: {_decode_error_message(err)}") from None
 
 
 def make_dataset(

@@ -12,7 +12,7 @@ import os
 
 from keras_gfocal.export.metadata import read_metadata
 from keras_gfocal.export.onnx import export_onnx
-from keras_gfocal.export.runtime import load_detector
+from keras_gfocal.export.runtime import ModelFileError, load_detector
 from keras_gfocal.export.saved_model import export_saved_model
 from keras_gfocal.export.tflite import export_tflite, tflite_op_names
 
@@ -50,5 +50,5 @@ def export_model(model, export_format, out, quantize=None, nms=True, calibration
 
 __all__ = [
     "FORMATS", "disk_size", "export_model", "export_onnx", "export_saved_model", "export_tflite",
-    "load_detector", "read_metadata", "tflite_op_names",
+    "ModelFileError", "load_detector", "read_metadata", "tflite_op_names",
 ]

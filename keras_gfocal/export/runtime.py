@@ -8,6 +8,7 @@ and ``gfocal evaluate`` treat every format the same way.
 """
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -178,8 +179,24 @@ class OnnxDetector(Detector):
         return self._finish_detections(out, scale, image.shape)
 
 
+class ModelFileError(ValueError):
+    """A model file or folder exists but cannot be loaded: damaged, truncated or not a model."""
+
+
+def _damaged(path, kind, err):
+    message = " ".join(str(err).split())[:300] or type(err).__name__
+    return ModelFileError(f"Cannot load {path}: the {kind} is damaged or not a model ({type(err).__name__}: {message})")
+
+
 def load_detector(path, image_size=None):
-    """Opens any model this package writes; see the module docstring."""
+    """Opens any model this package writes; see the module docstring.
+
+    Raises:
+        FileNotFoundError: no such file or folder, or an export without its metadata.
+        ModelFileError (a ValueError): the file exists but is damaged (truncated,
+            corrupt, not a model) -- the message says so and names the file.
+        ValueError: an unknown format.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Model not found: {path}")
     if os.path.isdir(path):
@@ -190,15 +207,39 @@ def load_detector(path, image_size=None):
             path = os.path.join(path, versions[-1])
         if not os.path.exists(os.path.join(path, METADATA_NAME)):
             raise ValueError(f"{path} is a SavedModel without {METADATA_NAME}; export it with `gfocal export`.")
-        return SavedModelDetector(path)
+        return _open(SavedModelDetector, path, "SavedModel")
     if path.endswith(".tflite"):
-        return TFLiteDetector(path)
+        return _open(TFLiteDetector, path, ".tflite file")
     if path.endswith(".onnx"):
-        return OnnxDetector(path)
+        return _open(OnnxDetector, path, ".onnx file")
     if path.endswith(".keras"):
         import keras
 
         import keras_gfocal  # noqa: F401  registers the serialisable classes
 
-        return KerasDetector(keras.saving.load_model(path, safe_mode=True), image_size)
+        def open_keras(p):
+            if not zipfile.is_zipfile(p):
+                raise ValueError("not a complete zip archive (truncated or overwritten?)")
+            return KerasDetector(keras.saving.load_model(p, safe_mode=True), image_size)
+
+        return _open(open_keras, path, ".keras file")
     raise ValueError(f"Unknown model format: {path}; expected a .keras, .tflite or .onnx file or a SavedModel folder.")
+
+
+def _open(opener, path, kind):
+    """Runs ``opener(path)``; an error from a damaged file becomes one `ModelFileError`."""
+    from google.protobuf.message import DecodeError
+
+    import tensorflow as tf
+
+    try:
+        return opener(path)
+    except FileNotFoundError:  # a missing metadata file: its message says what to do
+        raise
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError, EOFError, zipfile.BadZipFile, DecodeError,
+            tf.errors.OpError) as err:
+        raise _damaged(path, kind, err) from err
+    except Exception as err:
+        if type(err).__module__.startswith("onnxruntime"):  # InvalidProtobuf, Fail, ...: not builtin types
+            raise _damaged(path, kind, err) from err
+        raise

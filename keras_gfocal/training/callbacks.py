@@ -1,9 +1,11 @@
 """Keras callbacks for detector training."""
 
+import csv
 import json
 import os
 
 import keras
+import numpy as np
 
 from keras_gfocal.evaluation import coco_evaluate, predict_coco
 
@@ -49,3 +51,45 @@ class CocoEvalCallback(keras.callbacks.Callback):
                 json.dump(results, f)
             with open(os.path.join(self.results_dir, "metrics.json"), "w") as f:
                 json.dump(self.history, f, indent=1)
+
+
+class EpochCSVLogger(keras.callbacks.Callback):
+    """``log.csv`` with one row per epoch and a column for every metric any epoch logged.
+
+    Keras' ``CSVLogger`` fixes its columns at the first epoch, so metrics that
+    appear later (COCO mAP with ``--eval-every 4``) never reach the file. This
+    logger rewrites the (small) file after every epoch with the union of the
+    columns seen so far, leaving a cell empty where an epoch did not log that
+    metric. Rows already in the file are kept (a resumed run continues it); an
+    epoch that runs again replaces its old row.
+
+    Args:
+        filename: the CSV file.
+    """
+
+    def __init__(self, filename):
+        super().__init__()
+        self.filename = filename
+
+    def _read(self):
+        if not os.path.exists(self.filename):
+            return [], []
+        with open(self.filename, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+
+    def on_epoch_end(self, epoch, logs=None):
+        columns, rows = self._read()
+        row = {"epoch": str(epoch)}
+        for key, value in (logs or {}).items():
+            value = np.asarray(value)
+            row[key] = repr(float(value)) if value.ndim == 0 else " ".join(map(str, value.ravel().tolist()))
+        rows = [r for r in rows if r.get("epoch") != row["epoch"]] + [row]
+        rows.sort(key=lambda r: int(r["epoch"]))
+        columns = ["epoch"] + sorted({k for r in rows for k in r if k and k != "epoch"} | set(columns[1:]))
+        tmp = self.filename + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.filename)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_gfocal.data import CocoDataset, make_dataset
 from keras_gfocal.detector import GFocalDetector
-from keras_gfocal.training.callbacks import CocoEvalCallback
+from keras_gfocal.training.callbacks import CocoEvalCallback, EpochCSVLogger
 from keras_gfocal.training.schedules import reference_optimizer, reference_schedule, scaled_lr
 
 
@@ -54,6 +54,7 @@ def train(
     max_boxes=100,
     seed=None,
     skip_bad_images=False,
+    verify_images="header",
     strategy=None,
     verbose="auto",
     extra_callbacks=(),
@@ -75,7 +76,13 @@ def train(
         warmup_steps: linear warm-up length (500, capped for short runs).
         multiscale: ``(min_short, max_short)`` for multi-scale training.
         mixed_precision: None, ``"mixed_float16"`` or ``"mixed_bfloat16"``.
-        eval_every: evaluate every n epochs (and after the last).
+        eval_every: evaluate every n epochs (and after the last); ``log.csv``
+            has every metric of every epoch, empty where an epoch was not evaluated.
+        skip_bad_images: leave out images that are missing or cannot be read
+            (named in a warning) instead of raising an error that names them.
+        verify_images: the image check of `CocoDataset` (``"header"`` or
+            ``"decode"``, which also finds truncated files; ``gfocal train``
+            uses ``"decode"``).
         strategy: a `tf.distribute` strategy; default `default_strategy()`.
         extra_callbacks: more Keras callbacks.
         model_kwargs: overrides of the preset's constructor arguments.
@@ -85,12 +92,22 @@ def train(
     strategy = strategy or default_strategy()
     os.makedirs(out, exist_ok=True)
 
-    train_set = CocoDataset(train_ann, train_images, skip_bad_images=skip_bad_images)
+    train_set = CocoDataset(train_ann, train_images, skip_bad_images=skip_bad_images, verify_images=verify_images,
+                            bad_images_file=os.path.join(out, "bad_images_train.txt"))
+    for line in train_set.summary():
+        print(line)
     train_ds = make_dataset(
         train_set, training=True, batch_size=batch_size, image_size=image_size,
         max_boxes=max_boxes, multiscale=multiscale, seed=seed,
     )
     steps_per_epoch = len(train_set.image_ids_with_boxes) // batch_size
+    if not train_set.image_ids_with_boxes:
+        raise ValueError(
+            f"{train_ann} has no images with a usable box to train on ({len(train_set)} usable images; "
+            + "; ".join(line.strip() for line in train_set.summary()[1:]) + ")."
+            if len(train_set.summary()) > 1
+            else f"{train_ann} has no images with a usable box to train on ({len(train_set)} usable images)."
+        )
     if steps_per_epoch == 0:
         raise ValueError(
             f"{train_ann} has {len(train_set.image_ids_with_boxes)} images with boxes, fewer than one "
@@ -100,11 +117,14 @@ def train(
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
         keras.callbacks.ModelCheckpoint(os.path.join(out, "checkpoints", "epoch_{epoch:03d}.keras")),
-        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
+        EpochCSVLogger(os.path.join(out, "log.csv")),
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
     ]
     if val_ann:
-        val_set = CocoDataset(val_ann, val_images, skip_bad_images=skip_bad_images)
+        val_set = CocoDataset(val_ann, val_images, skip_bad_images=skip_bad_images, verify_images=verify_images,
+                              bad_images_file=os.path.join(out, "bad_images_val.txt"))
+        for line in val_set.summary():
+            print(line)
         val_ds = make_dataset(val_set, training=False, batch_size=max(1, batch_size), image_size=image_size,
                               max_boxes=max_boxes)
         # Before the checkpoint callbacks, so that they see val_AP in the logs.

@@ -161,5 +161,5 @@ def test_unknown_category_raises(tmp_path, h):
         [{"id": 1, "file_name": "ok.png", "height": 8, "width": 10}],
         [{"id": 77, "image_id": 1, "category_id": 99, "bbox": [1, 1, 2, 2], "iscrowd": 0}],
     )
-    with pytest.raises(ValueError, match="annotation 77 has unknown category id 99"):
+    with pytest.raises(ValueError, match=r"annotation 77 \(image 1, ok.png\) has unknown category id 99"):
         CocoDataset(ann_file, image_dir)
