@@ -203,3 +203,41 @@ def test_points_to_anchors():
     got4 = to_np(kb.points_to_anchors(points, strides, octave_base_scale=4))
     np.testing.assert_allclose(got4, ref.points_to_anchors(points, strides, 4), rtol=RTOL, atol=ATOL)
     assert math.isclose(float(got[1, 2] - got[1, 0]), 8 * 16)
+
+
+def test_feature_map_sizes_ceil_one_pixel_over():
+    # one pixel over a multiple of the stride still needs its own cell: ceil(65 / 8) = 9
+    assert kb.feature_map_sizes(65, 33, (8, 16)) == [(9, 5), (5, 3)]
+    assert kb.feature_map_sizes(64, 32, (8, 16)) == [(8, 4), (4, 2)]
+
+
+def test_make_points_strides_other_than_the_defaults_first():
+    points, strides, counts = kb.make_points(64, 32, strides=(16, 32))
+    assert counts == [4 * 2, 2 * 1]
+    np.testing.assert_array_equal(to_np(strides), [16] * 8 + [32] * 2)
+    np.testing.assert_array_equal(to_np(points)[[1, 2, 8, 9]], [[16, 0], [0, 16], [0, 0], [0, 32]])
+
+
+def test_box_area_fractional_and_inverted():
+    area = to_np(kb.box_area(np.array([[0, 0, 0.5, 2], [0, 0, 3, 0.25], [5, 5, 4, 7], [0, 0, 2, 3]], np.float32)))
+    np.testing.assert_allclose(area, [1.0, 0.75, 0.0, 6.0])
+
+
+def test_integer_boxes_become_float32_and_float64_stays():
+    ints = np.array([[0, 0, 2, 3], [1, 1, 2, 2]], np.int32)
+    area = kb.box_area(ints)
+    assert keras.backend.standardize_dtype(area.dtype) == "float32"
+    np.testing.assert_allclose(to_np(area), [6, 1])
+    iou = kb.pairwise_iou(ints, ints)
+    assert keras.backend.standardize_dtype(iou.dtype) == "float32"
+    np.testing.assert_allclose(to_np(iou), [[1, 1 / 6], [1 / 6, 1]], rtol=1e-6)
+    assert keras.backend.standardize_dtype(kb.box_area(ints.astype(np.float64)).dtype) == "float64"
+
+
+def test_pairwise_iou_batched():
+    a = np.array([[[0, 0, 10, 10], [0, 0, 10, 5]], [[0, 0, 4, 4], [2, 2, 6, 6]]], np.float32)
+    b = np.array([[[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], [[0, 0, 4, 4], [0, 0, 2, 2], [4, 4, 6, 6]]],
+                 np.float32)
+    iou = to_np(kb.pairwise_iou(a, b))
+    np.testing.assert_allclose(iou[0], [[1, 50 / 150, 0], [0.5, 25 / 125, 0]], rtol=1e-6)
+    np.testing.assert_allclose(iou[1], [[1, 0.25, 0], [4 / 28, 0, 0.25]], rtol=1e-6)
