@@ -9,7 +9,7 @@ P5 = C5, P4 = C4 + up(C5), P3 = C3 + up(C4 + up(C5)), P6 = P5 sampled at even ce
 import numpy as np
 import pytest
 
-from keras_gfocal.layers.fpn import FPN, upsample_nearest_2x
+from keras_gfocal.layers.fpn import FPN
 
 CH = 2
 
@@ -37,11 +37,6 @@ def fpn_and_inputs():
     for conv in fpn.smooth + [fpn.p6, fpn.p7]:
         _identity(conv, 3)
     return fpn, (c3, c4, c5)
-
-
-def test_upsample_nearest_repeats_each_pixel_2x2():
-    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(1, 2, 3, 2)
-    np.testing.assert_array_equal(np.asarray(upsample_nearest_2x(x)), _up(x))
 
 
 def test_fpn_top_down_sum_and_extra_levels_from_p5_output(fpn_and_inputs):
