@@ -32,7 +32,10 @@ def _assert_overfits(preset, epochs):
     keras.utils.set_random_seed(1)
     images, boxes, labels = _toy_images()
     model = GFocalDetector.from_preset(preset, num_classes=2)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    # Annealed to zero (one step per epoch): at a constant rate the boxes keep
+    # moving around the optimum, and float32 rounding alone decided whether
+    # one of them ended under 0.9 IoU.
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(3e-3, epochs)))
     history = model.fit(images, {"boxes": boxes, "labels": labels}, batch_size=3, epochs=epochs, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     pred = model.predict(images, verbose=0)

@@ -1,10 +1,14 @@
 """Reference tests for keras_gfocal.layers.DGQP (Distribution-Guided Quality Predictor)."""
 
+import itertools
+
 import keras
 import numpy as np
+import pytest
 
 import numpy_reference as ref
 from keras_gfocal.layers import DGQP
+from keras_gfocal.layers.dgqp import sorted_top_k, sorting_network
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -191,3 +195,95 @@ def test_dgqp_output_in_unit_interval_and_finite_for_extreme_logits():
     assert np.all(np.isfinite(out)) and np.all((out > 0) & (out < 1))
     w = layer.get_weights()
     np.testing.assert_allclose(out, ref.dgqp(x, *w), rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------- the GPU-delegate formulation is today's
+
+
+def _top_k_formulation(layer, x):
+    """The DGQP as written before the GPU rewrite: ``ops.top_k``, the mean of the
+    top-k as a feature, the hidden Dense on all ``4 * (topk + 1)`` features."""
+    ops = keras.ops
+    n = layer.reg_max + 1
+    probs = ops.softmax(ops.reshape(ops.convert_to_tensor(x), x.shape[:-1] + (4, n)), axis=-1)
+    top, _ = ops.top_k(probs, k=layer.topk, sorted=True)
+    if layer.add_mean:
+        top = ops.concatenate([top, ops.mean(top, axis=-1, keepdims=True)], axis=-1)
+    features = ops.reshape(top, x.shape[:-1] + (layer.num_features,))
+    return ops.sigmoid(layer.out(layer.hidden(features)))
+
+
+def _tied_logits(rng, shape):
+    """Logits on a coarse grid: most edges have equal bins, some all 17 equal."""
+    x = rng.integers(-2, 3, size=shape).astype(np.float32)
+    x[..., :17] = 0.0  # the left edge of every point: a flat distribution
+    return x
+
+
+@pytest.mark.parametrize("n, k", [(17, 4), (17, 1), (17, 3), (17, 17), (17, 8), (8, 4), (33, 4), (5, 2), (1, 1)])
+def test_sorted_top_k_equals_ops_top_k_exactly(n, k):
+    rng = np.random.default_rng(60 + n + k)
+    for values in (rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
+                   rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32)):  # ties
+        expected, _ = keras.ops.top_k(values, k=k, sorted=True)
+        got = to_np(sorted_top_k(values, k))
+        assert got.shape == values.shape[:-1] + (k,)
+        np.testing.assert_array_equal(got, to_np(expected))
+
+
+def test_sorting_networks_sort_every_zero_one_input():
+    # The 0-1 principle: a comparator network that sorts every 0/1 input sorts every input.
+    for n in range(1, 13):
+        for bits in itertools.product((0, 1), repeat=n):
+            wires = list(bits)
+            for i, j in sorting_network(n):
+                wires[i], wires[j] = max(wires[i], wires[j]), min(wires[i], wires[j])
+            assert wires == sorted(bits, reverse=True), (n, bits)
+    assert sorting_network(4) == [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)]  # optimal: 5 comparators
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"topk": 1}, {"topk": 3, "add_mean": False}, {"reg_max": 7, "topk": 2}])
+def test_dgqp_equals_the_top_k_formulation_ties_included(kwargs):
+    rng = np.random.default_rng(61)
+    layer = DGQP(**kwargs)
+    n1 = layer.reg_max + 1
+    build(layer, layer.reg_max)
+    for x in (rng.normal(0, 2.0, size=(2, 13, 4 * n1)).astype(np.float32), _tied_logits(rng, (2, 13, 4 * n1))):
+        layer.set_weights(random_weights(rng, layer.num_features, layer.hidden_units, x, reg_max=layer.reg_max,
+                                         topk=layer.topk, add_mean=layer.add_mean))
+        expected = to_np(_top_k_formulation(layer, x))
+        np.testing.assert_allclose(to_np(layer(x)), expected, rtol=RTOL, atol=1e-5)  # the folded mean: rounding
+        # The features themselves: the top-k values bit for bit, the mean to rounding.
+        features = to_np(layer.statistics(x)).reshape(x.shape[:-1] + (4, -1))
+        top, _ = keras.ops.top_k(keras.ops.softmax(x.reshape(x.shape[:-1] + (4, n1)), axis=-1), k=layer.topk)
+        np.testing.assert_array_equal(features[..., : layer.topk], to_np(top))
+        if layer.add_mean:
+            np.testing.assert_allclose(features[..., -1], to_np(top).mean(-1), rtol=1e-6)
+
+
+def test_dgqp_gradients_equal_the_top_k_formulation():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(62)
+    layer = build(DGQP(), 16)
+    x = tf.constant(rng.normal(0, 2.0, size=(2, 9, 68)).astype(np.float32))
+    layer.set_weights(random_weights(rng, 20, 64, x.numpy()))
+    upstream = tf.constant(rng.normal(size=(2, 9, 1)).astype(np.float32))
+    grads = []
+    for fn in (layer, lambda t: _top_k_formulation(layer, t)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * upstream)
+        grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_dgqp_graph_has_no_top_k_and_no_mean():
+    import tensorflow as tf
+
+    layer = build(DGQP(), 16)
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec([1, 100, 68], tf.float32)).graph
+    kinds = {op.type for op in graph.get_operations()}
+    assert not kinds & {"TopKV2", "Mean", "Sum"}, kinds
+    assert {"Maximum", "Minimum", "Softmax"} <= kinds

@@ -4,18 +4,27 @@ The input is the canvas (see `graphs`): ``pixels [1, Hp, Wp, 3]`` float32 RGB
 0..255 (uint8 for full int8), resized and padded on the host. With NMS the
 outputs are the detections in canvas pixels; with ``nms=False`` the file has
 static shapes only and returns the raw head outputs for
-`keras_gfocal.export.numpy_postprocess.postprocess` (the variant that GPU
-delegates run).
+`keras_gfocal.export.numpy_postprocess.postprocess`.
+
+The network itself is built from ops the TFLite GPU delegate takes (rank-4
+GroupNorm, a MAXIMUM/MINIMUM top-k in the DGQP, no rank-5 upsampling): a
+``nms=False`` file runs whole on a phone's GPU, and in a file with NMS every
+op the delegate refuses comes after the network, so the network is one GPU
+partition. `keras_gfocal.export.gpu_delegate.check` reads a file and says so.
 """
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.lite.python import convert as tflite_convert
 from tqdm.auto import tqdm
 
 from keras_gfocal.data.transforms import padded_size
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
+from keras_gfocal.layers.dgqp import STATISTICS_SCOPE as DISTRIBUTION_STATISTICS
+from keras_gfocal.layers.gfl_head import JOINT_SCORE_SCOPE
+from keras_gfocal.layers.group_norm import STATISTICS_SCOPE as GROUP_NORM_STATISTICS
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
@@ -95,6 +104,7 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
         samples = [np.asarray(c, np.float32)[None] for c in calibration]
         if not samples:
             raise ValueError("The calibration set has no readable images.")
+        float_names = _tensor_names(converter.convert())  # the names quantization sees
 
         def representative():
             for sample in samples:
@@ -107,27 +117,42 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
         converter.inference_input_type = tf.uint8
         # Kept float, still built-in ops: decoding and NMS (box coordinates,
         # the distributions' softmax and the scores that rank NMS lose too
-        # much in 8 bits) and the GroupNorm statistics (a mean and variance
-        # over a whole group do not fit one int8 scale). On the demo model this
-        # halves the int8 mAP loss; see the README's export table.
-        float_nodes = [n for n in _tensor_names(converter.convert()) if _keep_float(n, nms)]
+        # much in 8 bits), the GroupNorm statistics (a mean and variance
+        # over a whole group do not fit one int8 scale; the normalisation they
+        # apply stays int8) and the DGQP's softmax and top-k (the compare-
+        # exchange network's MAXIMUM/MINIMUM/slices must all share one int8
+        # scale, which the quantizer cannot arrange against the softmax's
+        # fixed one). On the demo model this halves the int8 mAP loss; see
+        # the README's export table.
+        float_nodes = [n for n in float_names if _keep_float(n, nms)]
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative, debug_options=options
         )
-        return debugger.get_nondebug_quantized_model()
+        # The debugger's own get_nondebug_quantized_model() quantizes with the
+        # same call but without the input type, leaving a float32 input; the
+        # calibrated model quantized here takes uint8 pixels as promised.
+        return tflite_convert.mlir_quantize(
+            debugger.calibrated_model, input_data_type=tf.uint8,
+            output_data_type=tf.float32, denylisted_nodes=float_nodes,
+        )
     return converter.convert()
 
 
-_GROUP_NORM_STATISTICS = ("moments", "Rsqrt", "variance", "mean", "Neg", "add_1")
+# Keras' own GroupNormalization (a backbone of the user's may use it): its
+# statistics' op names. The detector's layers name theirs by a name scope.
+_KERAS_GROUP_NORM_STATISTICS = ("moments", "Rsqrt", "variance", "mean", "Neg", "add_1")
 
 
 def _keep_float(tensor_name, nms):
     """Whether full-int8 conversion leaves this tensor's op in float."""
     if nms and graphs.POSTPROCESS_SCOPE in tensor_name:
         return True
-    # The detector's GroupNormalization layers are all named ``*_gn*``.
-    return "_gn" in tensor_name and any(part in tensor_name for part in _GROUP_NORM_STATISTICS)
+    if any(f"/{scope}/" in tensor_name for scope in (GROUP_NORM_STATISTICS, DISTRIBUTION_STATISTICS,
+                                                      JOINT_SCORE_SCOPE)):
+        return True
+    # Keras' GroupNormalization layers named ``*_gn*``.
+    return "_gn" in tensor_name and any(part in tensor_name for part in _KERAS_GROUP_NORM_STATISTICS)
 
 
 def _tensor_names(tflite_bytes):

@@ -9,6 +9,8 @@ backbone is one file: subclass `Backbone`, build the layers, set
 
 import keras
 
+from keras_gfocal.layers.group_norm import GroupNormalization
+
 
 class Backbone(keras.layers.Layer):
     """Base class of GFocal backbones: what a detector may rely on.
@@ -77,9 +79,7 @@ class TinyBackbone(Backbone):
                         width, 3, strides=2 if block == 0 else 1, padding="same", use_bias=False,
                         name=f"stage{stage + 1}_conv{block + 1}",
                     ),
-                    keras.layers.GroupNormalization(
-                        groups=min(8, width), epsilon=1e-5, name=f"stage{stage + 1}_gn{block + 1}"
-                    ),
+                    GroupNormalization(groups=min(8, width), epsilon=1e-5, name=f"stage{stage + 1}_gn{block + 1}"),
                     keras.layers.ReLU(name=f"stage{stage + 1}_relu{block + 1}"),
                 ]
             self.stages.append(stage_layers)

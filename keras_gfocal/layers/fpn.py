@@ -1,6 +1,23 @@
 """Feature Pyramid Network producing P3-P7."""
 
 import keras
+from keras import ops
+
+
+def upsample_nearest_2x(x):
+    """``[B, H, W, C]`` -> ``[B, 2H, 2W, C]``, each pixel repeated 2 x 2 (nearest).
+
+    What ``UpSampling2D(2)`` computes, without its rank-5 repeats (which the
+    TFLite GPU delegate refuses): the channels doubled and read as twice the
+    width, then the rows doubled and read as twice the height; two
+    concatenations and two reshapes of rank-4 tensors.
+    """
+    shape = ops.shape(x)
+    height = x.shape[1] if x.shape[1] is not None else shape[1]
+    width = x.shape[2] if x.shape[2] is not None else shape[2]
+    channels = x.shape[3]
+    x = ops.reshape(ops.concatenate([x, x], axis=-1), (-1, height, 2 * width, channels))
+    return ops.reshape(ops.concatenate([x, x], axis=2), (-1, 2 * height, 2 * width, channels))
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
@@ -8,12 +25,12 @@ class FPN(keras.layers.Layer):
     """FPN over C3-C5 with two extra levels computed from the P5 output.
 
     Laterals are 1x1 convs, the top-down path adds nearest-upsampled coarser
-    levels, and a 3x3 conv smooths each merged map. P6 is a 3x3 stride-2 conv
-    on the output P5 and P7 the same directly on P6, with no ReLU between
-    ("extra convs on output", as the GFL reference). The stride-2 convs pad one
-    pixel on every side as PyTorch's ``padding=1`` does (Keras ``"same"`` would
-    pad only after, shifting P6 and P7 by one input pixel). Every conv has a
-    bias and its own Xavier-uniform kernel.
+    levels (`upsample_nearest_2x`), and a 3x3 conv smooths each merged map.
+    P6 is a 3x3 stride-2 conv on the output P5 and P7 the same directly on
+    P6, with no ReLU between ("extra convs on output", as the GFL reference).
+    The stride-2 convs pad one pixel on every side as PyTorch's ``padding=1``
+    does (Keras ``"same"`` would pad only after, shifting P6 and P7 by one
+    input pixel). Every conv has a bias and its own Xavier-uniform kernel.
 
     Args:
         channels: output width of every level (256 in the reference).
@@ -36,7 +53,6 @@ class FPN(keras.layers.Layer):
         self.extra_pad = keras.layers.ZeroPadding2D(1, name="extra_pad")
         self.p6 = keras.layers.Conv2D(channels, 3, strides=2, kernel_initializer="glorot_uniform", name="extra_p6")
         self.p7 = keras.layers.Conv2D(channels, 3, strides=2, kernel_initializer="glorot_uniform", name="extra_p7")
-        self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest")
 
     def build(self, input_shapes):
         for conv, shape in zip(self.laterals, input_shapes):
@@ -50,7 +66,7 @@ class FPN(keras.layers.Layer):
     def call(self, features):
         laterals = [conv(f) for conv, f in zip(self.laterals, features)]
         for i in (2, 1):
-            laterals[i - 1] = laterals[i - 1] + self.upsample(laterals[i])
+            laterals[i - 1] = laterals[i - 1] + upsample_nearest_2x(laterals[i])
         outputs = [conv(x) for conv, x in zip(self.smooth, laterals)]
         p6 = self.p6(self.extra_pad(outputs[-1]))
         p7 = self.p7(self.extra_pad(p6))

@@ -6,7 +6,10 @@ import keras
 from keras import ops
 
 from keras_gfocal.layers.dgqp import DGQP, normal_init
+from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.scale import Scale
+
+JOINT_SCORE_SCOPE = "joint_score"
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
@@ -18,8 +21,11 @@ class GFLHead(keras.layers.Layer):
     (bias at prior 0.01), the regression tower in a 3x3 conv to
     ``4 * (reg_max + 1)`` distribution logits times a learnable per-level scale.
     With ``dgqp=True`` (GFocalV2) the joint score is ``sigmoid(cls) * DGQP(reg)``
-    in float32; with ``dgqp=False`` (GFocalV1) the classification logits are
-    the joint score.
+    in float32, the DGQP run once over the points of all levels; with
+    ``dgqp=False`` (GFocalV1) the classification logits are the joint score.
+    The GroupNorm is `keras_gfocal.layers.GroupNormalization` (Keras' layer's
+    values and weights, on rank-4 tensors only): every op of the head is one
+    the TFLite GPU delegate takes.
 
     Args:
         num_classes: number of object classes.
@@ -73,7 +79,7 @@ class GFLHead(keras.layers.Layer):
                         channels, 3, padding="same", use_bias=False, kernel_initializer=normal_init(),
                         name=f"{name}_conv{i}",
                     ),
-                    keras.layers.GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn{i}"),
+                    GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn{i}"),
                     keras.layers.ReLU(name=f"{name}_relu{i}"),
                 ]
             return layers
@@ -123,14 +129,19 @@ class GFLHead(keras.layers.Layer):
             reg_feat = feature
             for layer in self.reg_tower:
                 reg_feat = layer(reg_feat)
-            cls_logits = ops.cast(self._flatten(self.cls_out(cls_feat)), "float32")
-            reg_logits = ops.cast(self._flatten(scale(self.reg_out(reg_feat))), "float32")
-            if self.quality is not None:
-                cls = ops.sigmoid(cls_logits) * self.quality(reg_logits)
-            else:
-                cls = cls_logits
-            cls_levels.append(cls)
-            reg_levels.append(reg_logits)
+            cls_levels.append(ops.cast(self._flatten(self.cls_out(cls_feat)), "float32"))
+            reg_levels.append(ops.cast(self._flatten(scale(self.reg_out(reg_feat))), "float32"))
+        if self.quality is not None:
+            # One DGQP over the points of every level (its ops once, not once
+            # per level), each level's rows sliced back out.
+            quality = self.quality(ops.concatenate(reg_levels, axis=1))
+            start = 0
+            for i, cls_logits in enumerate(cls_levels):
+                count = cls_logits.shape[1] if cls_logits.shape[1] is not None else ops.shape(cls_logits)[1]
+                # Full-int8 TFLite keeps the joint score in float (`export.tflite`).
+                with keras.name_scope(JOINT_SCORE_SCOPE):
+                    cls_levels[i] = ops.sigmoid(cls_logits) * quality[:, start : start + count]
+                start = start + count
         return {"cls": cls_levels, "reg": reg_levels}
 
     def get_config(self):

@@ -55,4 +55,5 @@ def exports(export_root, synthetic, trained):
         "tflite_int8": export_model(model, "tflite", out, quantize="int8", calibration=calibration,
                                     num_calibration=32),
         "tflite_float32_nonms": export_model(model, "tflite", out, nms=False),
+        "tflite_float16_nonms": export_model(model, "tflite", out, quantize="float16", nms=False),
     }

@@ -38,8 +38,6 @@ def test_int8_convolutions_take_int8_activations(exports):
     assert not any(k[0] == "int8" for k in dynamic), dynamic
 
 
-@pytest.mark.xfail(strict=True, reason="the QuantizationDebugger path of tflite._convert leaves the input float32 "
-                   "although inference_input_type is uint8 (docstring and README promise a uint8 input)")
 def test_int8_input_is_uint8_pixels_with_identity_quantization(exports):
     detail = _interpreter(exports["tflite_int8"]).get_input_details()[0]
     assert np.dtype(detail["dtype"]) == np.uint8
