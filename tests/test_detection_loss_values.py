@@ -1,0 +1,190 @@
+"""Fast checks of keras_gfocal.detection_loss for its mutation run (benchmarks/mutation_score.py).
+
+Eager, small canvases, no model: target validation (the exact messages), the in-graph checks,
+the valid-point mask against a NumPy count of cells, the loss terms against
+tests/numpy_reference.py's loss table on small hand-made batches, and the replica helpers
+under a two-replica MirroredStrategy (in a subprocess, as TensorFlow's devices are fixed once
+initialised).
+"""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import numpy_reference as ref
+from keras_gfocal.boxes import make_points
+from keras_gfocal.detection_loss import (
+    GFocalLoss,
+    graph_checks,
+    replica_mean,
+    scale_for_replicas,
+    valid_point_mask,
+    validate_targets,
+)
+
+# ------------------------------------------------------------------ validate_targets
+
+GOOD_BOXES = np.array([[[1.0, 2.0, 10.0, 12.0], [0.0, 0.0, 0.0, 0.0]],
+                       [[5.0, 5.0, 5.0, 9.0], [3.0, 4.0, 8.0, 4.0]]], np.float32)
+GOOD_LABELS = np.array([[0, -1], [2, 0]], np.int32)
+
+
+def _raises(message, boxes, labels, num_classes=3, image_size=None):
+    with pytest.raises(ValueError) as info:
+        validate_targets(boxes, labels, num_classes, image_size=image_size)
+    assert str(info.value) == message
+
+
+def test_validate_targets_accepts_degenerate_boxes_padding_and_sizes_of_one():
+    # Zero-width / zero-height boxes are boxes; padding rows (-1) may hold anything.
+    boxes = GOOD_BOXES.copy()
+    boxes[0, 1] = [np.nan, 5.0, 1.0, -np.inf]
+    validate_targets(boxes, GOOD_LABELS, 3)
+    validate_targets(boxes, GOOD_LABELS, 3, image_size=np.array([[1, 1], [1, 7]]))
+    validate_targets(boxes[:, :0], GOOD_LABELS[:, :0], 3)  # no box slot at all
+
+
+def test_validate_targets_shapes():
+    _raises("y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 4).",
+            GOOD_BOXES[:, 0], GOOD_LABELS)
+    _raises("y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 2, 5).",
+            np.concatenate([GOOD_BOXES, GOOD_BOXES[..., :1]], -1), GOOD_LABELS)
+    _raises("y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 3).",
+            GOOD_BOXES, np.zeros((2, 3), np.int32))
+    _raises("y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 2, 1).",
+            GOOD_BOXES, GOOD_LABELS[..., None])
+
+
+def test_validate_targets_labels():
+    labels = np.array([[0, -1], [4, 3]], np.int32)
+    _raises("y['labels'] holds label 4, but the model has num_classes=3; labels must be in [0, num_classes) "
+            "with -1 for padding.", GOOD_BOXES, labels)
+    _raises("y['labels'] holds label 3, but the model has num_classes=3; labels must be in [0, num_classes) "
+            "with -1 for padding.", GOOD_BOXES, np.array([[3, -1], [2, 0]], np.int32))
+    validate_targets(GOOD_BOXES, labels, 5)
+    # -5 is padding too (any negative label)
+    validate_targets(GOOD_BOXES, np.array([[0, -5], [2, 0]], np.int32), 3)
+
+
+def test_validate_targets_non_finite_boxes_counted_and_the_first_named():
+    boxes = GOOD_BOXES.copy()
+    boxes[1, 0, 2] = np.inf  # label 2
+    boxes[1, 1, 1] = np.nan  # label 0: a class-0 box is checked like any other
+    _raises("y['boxes'] holds 2 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
+            "row 0: [5.0, 5.0, inf, 9.0]. Boxes must be finite xyxy pixels.", boxes, GOOD_LABELS)
+    boxes = GOOD_BOXES.copy()
+    boxes[1, 1, 0] = -np.inf
+    _raises("y['boxes'] holds 1 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
+            "row 1: [-inf, 4.0, 8.0, 4.0]. Boxes must be finite xyxy pixels.", boxes, GOOD_LABELS)
+
+
+def test_validate_targets_inverted_boxes():
+    boxes = GOOD_BOXES.copy()
+    boxes[1, 1] = [3.0, 4.0, 8.0, 3.5]  # y2 < y1, a class-0 box
+    _raises("y['boxes'] holds a box with x2 < x1 or y2 < y1: [3.0, 4.0, 8.0, 3.5]. "
+            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.", boxes, GOOD_LABELS)
+    boxes = GOOD_BOXES.copy()
+    boxes[1, 0] = [5.0, 5.0, 4.0, 9.0]  # x2 < x1; the second valid box, not the first
+    _raises("y['boxes'] holds a box with x2 < x1 or y2 < y1: [5.0, 5.0, 4.0, 9.0]. "
+            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.", boxes, GOOD_LABELS)
+
+
+def test_validate_targets_image_size():
+    _raises("y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), "
+            "got (2,).", GOOD_BOXES, GOOD_LABELS, image_size=np.array([4, 4]))
+    _raises("y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), "
+            "got (3, 2).", GOOD_BOXES, GOOD_LABELS, image_size=np.ones((3, 2), np.int32))
+    _raises("y['image_size'] holds a size below 1: [[5, 0], [3, 3]].", GOOD_BOXES, GOOD_LABELS,
+            image_size=np.array([[5, 0], [3, 3]]))
+
+
+# ------------------------------------------------------------------ graph_checks (eager: they raise at once)
+
+
+def _assert_message(check_args, message, *data):
+    """Eager Assert ops raise at once; their summarized data is the message, then the values."""
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        graph_checks(*check_args)
+    summary = str(info.value).split("Summarized data: ", 1)[1]
+    assert summary == "\n".join([repr(("GFocalDetector: " + message).encode()), *data])
+
+
+def test_graph_checks_pass_on_good_targets_and_name_each_problem():
+    boxes = tf.constant(GOOD_BOXES)
+    labels = tf.constant(GOOD_LABELS)
+    size = tf.constant([[64, 30], [1, 96]], tf.int32)
+    assert len(graph_checks(boxes, labels, 3)) == 3
+    assert len(graph_checks(boxes, labels, 3, size, (64, 96))) == 4
+    assert len(graph_checks(boxes, labels, 3, size, None)) == 3
+    # padding rows may hold anything
+    padded = GOOD_BOXES.copy()
+    padded[0, 1] = [np.nan, 9.0, 1.0, 0.0]
+    graph_checks(tf.constant(padded), labels, 3, size, (64, 96))
+
+    bad = GOOD_BOXES.copy()
+    bad[1, 1, 3] = np.inf  # a class-0 box
+    _assert_message((tf.constant(bad), labels, 3),
+                    "a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be finite "
+                    "xyxy pixels.")
+    _assert_message((boxes, tf.constant([[0, -1], [2, 3]]), 3),
+                    "a label is >= num_classes=3; labels must be in [0, num_classes) with -1 for padding. "
+                    "Max label:", "3")
+    _assert_message((boxes, tf.constant([[0, 7], [2, 1]]), 5),
+                    "a label is >= num_classes=5; labels must be in [0, num_classes) with -1 for padding. "
+                    "Max label:", "7")
+    for wrong in ([5.0, 5.0, 4.9, 9.0], [3.0, 4.0, 8.0, 3.9]):
+        bad = GOOD_BOXES.copy()
+        bad[1, 1] = wrong  # a class-0 box
+        _assert_message((tf.constant(bad), labels, 3),
+                        "a ground-truth box has x2 < x1 or y2 < y1; boxes must be xyxy pixels.")
+    for wrong in ([[64, 30], [0, 96]], [[65, 30], [1, 96]], [[64, 30], [1, 97]]):
+        _assert_message((boxes, labels, 3, tf.constant(wrong, tf.int32), (64, 96)),
+                        "y['image_size'] must hold each image's resized (height, width) before padding, "
+                        "between 1 and the input size. Got:",
+                        ", ".join(str(v) for row in wrong for v in row), repr(b"input (height, width):"), "64, 96")
+
+
+# ------------------------------------------------------------------ valid_point_mask
+
+
+def _numpy_mask(canvas, image_sizes, strides, size_divisor):
+    """Cell (col, row) of stride s is valid when col < ceil(Wp / s) and row < ceil(Hp / s)."""
+    rows = []
+    for h, w in image_sizes:
+        hp = math.ceil(h / size_divisor) * size_divisor
+        wp = math.ceil(w / size_divisor) * size_divisor
+        flags = []
+        for s in strides:
+            fh, fw = math.ceil(canvas[0] / s), math.ceil(canvas[1] / s)
+            flags += [col < math.ceil(wp / s) and row < math.ceil(hp / s) for row in range(fh) for col in range(fw)]
+        rows.append(flags)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("size_divisor", [32, 1, 5])
+def test_valid_point_mask_against_numpy(size_divisor):
+    canvas = (96, 160)
+    strides = (8, 16, 32, 64)
+    # sizes on, one above and one below multiples of 32 (and of 5, 8, 16); height and width differ
+    sizes = [(96, 160), (32, 64), (33, 65), (31, 63), (1, 1), (9, 17), (40, 96), (95, 129), (64, 33)]
+    points, point_strides, _ = make_points(*canvas, strides=strides)
+    got = valid_point_mask(points, point_strides, tf.constant(sizes, tf.int32), size_divisor)
+    expected = _numpy_mask(canvas, sizes, strides, size_divisor)
+    assert got.dtype == tf.bool and got.shape == expected.shape
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert 0 < expected.sum() < expected.size
+
+
+def test_valid_point_mask_default_divisor_is_32():
+    points, point_strides, _ = make_points(64, 64, strides=(8,))
+    got = valid_point_mask(points, point_strides, tf.constant([[20, 40]], tf.int32)).numpy()
+    # (20, 40) pads to (32, 64): rows 0-3, all 8 columns.
+    expected = np.zeros((8, 8), bool)
+    expected[:4, :] = True
+    np.testing.assert_array_equal(got.reshape(8, 8), expected)
