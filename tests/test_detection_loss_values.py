@@ -7,6 +7,7 @@ under a two-replica MirroredStrategy (in a subprocess, as TensorFlow's devices a
 initialised).
 """
 
+import json
 import math
 import os
 import subprocess
@@ -188,3 +189,78 @@ def test_valid_point_mask_default_divisor_is_32():
     expected = np.zeros((8, 8), bool)
     expected[:4, :] = True
     np.testing.assert_array_equal(got.reshape(8, 8), expected)
+
+
+# ------------------------------------------------------------------ replicas
+
+_TWO_REPLICAS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from keras_gfocal.detection_loss import GFocalLoss, replica_mean, scale_for_replicas
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    data = {k: np.asarray(v, np.int32 if k == "labels" else np.float32)
+            for k, v in json.load(open(sys.argv[1])).items()}
+
+    @tf.function
+    def step():
+        r = tf.distribute.get_replica_context().replica_id_in_sync_group
+        value = tf.cast(r, tf.float32) * 4.0 + 1.0  # replica 0: 1, replica 1: 5
+        take = lambda k: tf.gather(tf.constant(data[k]), [r])  # noqa: E731  one image per replica
+        terms = GFocalLoss(2, strides=(8, 16))(
+            {"cls_scores": take("cls_scores"), "reg_logits": take("reg_logits")},
+            {"boxes": take("boxes"), "labels": take("labels")}, (64, 64))
+        return replica_mean(value), scale_for_replicas(value), terms["qfl"], terms["giou"], terms["dfl"]
+
+    out = strategy.run(step)
+    print(json.dumps([[float(v) for v in strategy.experimental_local_results(t)] for t in out]))
+    """
+)
+
+
+def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
+    import keras_gfocal
+
+    # Outside a strategy: one replica, values unchanged.
+    value = tf.constant([2.5, -1.0])
+    np.testing.assert_array_equal(replica_mean(value).numpy(), [2.5, -1.0])
+    np.testing.assert_array_equal(scale_for_replicas(value).numpy(), [2.5, -1.0])
+
+    rng = np.random.default_rng(11)
+    _, _, counts = make_points(64, 64, strides=(8, 16))
+    a = sum(counts)
+    batch = {
+        "cls_scores": rng.uniform(0.01, 0.9, (2, a, 2)),
+        "reg_logits": rng.normal(0.0, 1.5, (2, a, 68)),
+        # image 0: two boxes (6 positives, all for the first); image 1: one box (5 positives)
+        "boxes": np.array([[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]],
+                           [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]]),
+        "labels": np.array([[0, 1], [1, -1]]),
+    }
+    root = os.path.dirname(os.path.dirname(keras_gfocal.__file__))  # the package under test (or its mutant)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
+    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, str(tmp_path / "batch.json")], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    means, scaled, qfl, giou, dfl = json.loads(run.stdout.strip().splitlines()[-1])
+    assert means == [3.0, 3.0] and scaled == [0.5, 2.5]
+    # Each replica's terms: its own sums over the global normalisers (replica means).
+    per = [ref.gfocal_loss(batch["cls_scores"][i:i + 1], batch["reg_logits"][i:i + 1], batch["boxes"][i:i + 1],
+                           batch["labels"][i:i + 1], (64, 64), strides=(8, 16), return_details=True)
+           for i in range(2)]
+    num_pos = max(np.mean([max(p["positives"][0], 1) for p in per]), 1.0)
+    w_sum = np.mean([p["weight_sum"] for p in per])
+    assert [p["positives"] for p in per] == [[6], [5]]
+    for i, p in enumerate(per):
+        np.testing.assert_allclose(qfl[i], p["qfl_sum"] / num_pos, rtol=2e-5)
+        np.testing.assert_allclose(giou[i], 2.0 * p["giou"] * p["weight_sum"] / 2.0 / w_sum, rtol=2e-5)
+        np.testing.assert_allclose(dfl[i], p["dfl"] * p["weight_sum"] / w_sum, rtol=2e-5)
