@@ -76,7 +76,7 @@ def test_validate_targets_labels():
 def test_validate_targets_non_finite_boxes_counted_and_the_first_named():
     boxes = GOOD_BOXES.copy()
     boxes[1, 0, 2] = np.inf  # label 2
-    boxes[1, 1, 1] = np.nan  # label 0: a class-0 box is checked like any other
+    boxes[1, 1, 2] = np.nan  # label 0: a class-0 box is checked like any other; the same coordinate
     _raises("y['boxes'] holds 2 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
             "row 0: [5.0, 5.0, inf, 9.0]. Boxes must be finite xyxy pixels.", boxes, GOOD_LABELS)
     boxes = GOOD_BOXES.copy()
@@ -86,13 +86,17 @@ def test_validate_targets_non_finite_boxes_counted_and_the_first_named():
 
 
 def test_validate_targets_inverted_boxes():
+    # Valid boxes that compare x with y coordinates the "wrong" way round, then inverted ones.
+    fine = [[1.0, 20.0, 10.0, 30.0], [0.0, 0.0, 10.0, 5.0], [3.0, 4.0, 8.0, 4.0], [2.0, 2.0, 2.0, 2.0]]
+    labels = np.zeros((1, 5), np.int32)
+    validate_targets(np.array([fine + [[0.0, 0.0, 1.0, 1.0]]], np.float32), labels, 3)
+    for wrong in ([5.0, 1.0, 4.0, 9.0], [1.0, 9.0, 3.0, 8.0], [9.0, 1.0, 8.0, 0.5]):  # x2 < x1, y2 < y1, both
+        _raises(f"y['boxes'] holds a box with x2 < x1 or y2 < y1: {wrong}. "
+                "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.",
+                np.array([fine + [wrong]], np.float32), labels)
     boxes = GOOD_BOXES.copy()
     boxes[1, 1] = [3.0, 4.0, 8.0, 3.5]  # y2 < y1, a class-0 box
     _raises("y['boxes'] holds a box with x2 < x1 or y2 < y1: [3.0, 4.0, 8.0, 3.5]. "
-            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.", boxes, GOOD_LABELS)
-    boxes = GOOD_BOXES.copy()
-    boxes[1, 0] = [5.0, 5.0, 4.0, 9.0]  # x2 < x1; the second valid box, not the first
-    _raises("y['boxes'] holds a box with x2 < x1 or y2 < y1: [5.0, 5.0, 4.0, 9.0]. "
             "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.", boxes, GOOD_LABELS)
 
 
