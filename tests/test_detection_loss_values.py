@@ -268,3 +268,57 @@ def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
         np.testing.assert_allclose(qfl[i], p["qfl_sum"] / num_pos, rtol=2e-5)
         np.testing.assert_allclose(giou[i], 2.0 * p["giou"] * p["weight_sum"] / 2.0 / w_sum, rtol=2e-5)
         np.testing.assert_allclose(dfl[i], p["dfl"] * p["weight_sum"] / w_sum, rtol=2e-5)
+
+
+# ------------------------------------------------------------------ the loss terms on small batches
+
+SMALL_CANVAS = (64, 64)
+SMALL_STRIDES = (8, 16)  # 64 + 16 points
+SMALL_BOXES = np.array([[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]],
+                        [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]], np.float32)
+SMALL_LABELS = np.array([[0, 1], [1, -1]], np.int32)
+
+
+def _small_outputs(seed, reg_max=16, v1=False):
+    rng = np.random.default_rng(seed)
+    a = sum(make_points(*SMALL_CANVAS, strides=SMALL_STRIDES)[2])
+    reg = rng.normal(0.0, 1.5, (2, a, 4 * (reg_max + 1))).astype(np.float32)
+    if not v1:
+        return {"cls_scores": rng.uniform(0.001, 0.9, (2, a, 2)).astype(np.float32), "reg_logits": reg}
+    logits = rng.normal(-1.0, 2.0, (2, a, 2)).astype(np.float32)
+    # Saturated logits: sigmoid(30) is 1.0 in float32, so only a loss computed on the logits stays
+    # finite-and-exact there (BCE(30, 0) = 30); on the probabilities it would hit the log's clamp.
+    logits[:, ::7, 0] = 30.0
+    logits[:, 3::11, 1] = -30.0
+    scores = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    return {"cls_scores": scores, "reg_logits": reg, "cls_logits": logits}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"reg_max": 7, "atss_topk": 3},
+        {"qfl_beta": 1.5, "qfl_weight": 0.5, "giou_weight": 3.0, "dfl_weight": 1.5},
+        {"v1": True},
+    ],
+    ids=["defaults", "reg_max_7_topk_3", "beta_and_weights", "v1_saturated_logits"],
+)
+def test_loss_terms_against_the_numpy_loss_table(config):
+    config = dict(config)
+    v1 = config.pop("v1", False)
+    reg_max = config.get("reg_max", 16)
+    outputs = _small_outputs(5, reg_max, v1)
+    got = GFocalLoss(2, strides=SMALL_STRIDES, **config)(
+        {k: tf.constant(v) for k, v in outputs.items()},
+        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)}, SMALL_CANVAS)
+    expected = ref.gfocal_loss(
+        outputs["cls_scores"], outputs["reg_logits"], SMALL_BOXES, SMALL_LABELS, SMALL_CANVAS,
+        cls_logits=outputs.get("cls_logits"), strides=SMALL_STRIDES, reg_max=reg_max,
+        topk=config.get("atss_topk", 9), beta=config.get("qfl_beta", 2.0),
+        weights=(config.get("qfl_weight", 1.0), config.get("giou_weight", 2.0), config.get("dfl_weight", 0.25)),
+        return_details=True)
+    assert sum(expected["positives"]) > 0
+    for key in ("qfl", "giou", "dfl"):
+        assert got[key].dtype == tf.float32 and got[key].shape == ()
+        np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
