@@ -252,8 +252,8 @@ def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
                CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
     (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
-    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, str(tmp_path / "batch.json")], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, str(tmp_path / "batch.json")], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     means, scaled, qfl, giou, dfl = json.loads(run.stdout.strip().splitlines()[-1])
     assert means == [3.0, 3.0] and scaled == [0.5, 2.5]
@@ -321,4 +321,34 @@ def test_loss_terms_against_the_numpy_loss_table(config):
     assert sum(expected["positives"]) > 0
     for key in ("qfl", "giou", "dfl"):
         assert got[key].dtype == tf.float32 and got[key].shape == ()
+        np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
+
+
+def test_a_single_image_without_boxes_divides_qfl_by_one_and_has_no_box_terms():
+    outputs = _small_outputs(6)
+    outputs = {k: v[:1] for k, v in outputs.items()}
+    boxes, labels = np.zeros((1, 2, 4), np.float32), -np.ones((1, 2), np.int32)
+    got = GFocalLoss(2, strides=SMALL_STRIDES)({k: tf.constant(v) for k, v in outputs.items()},
+                                              {"boxes": tf.constant(boxes), "labels": tf.constant(labels)},
+                                              SMALL_CANVAS)
+    # every point a negative: QFL = sum_c BCE(J, 0) J^2 over all points, divided by the floor 1
+    j = outputs["cls_scores"].astype(np.float64)
+    qfl_sum = float(np.sum(-np.log(1.0 - j) * j**2))
+    np.testing.assert_allclose(float(got["qfl"]), qfl_sum, rtol=2e-5)
+    # no positives: the box terms are exactly 0 (the normaliser falls back to 1, no 0 / 0)
+    assert float(got["giou"]) == 0.0 and float(got["dfl"]) == 0.0
+
+
+def test_box_terms_divide_by_a_weight_sum_below_one():
+    # Low joint scores: the positives' weights sum to well under 1, and the box terms still
+    # divide by that sum (not by a floor of 1).
+    outputs = _small_outputs(7)
+    outputs["cls_scores"] = (outputs["cls_scores"] * 0.02).astype(np.float32)
+    got = GFocalLoss(2, strides=SMALL_STRIDES)({k: tf.constant(v) for k, v in outputs.items()},
+                                              {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
+                                              SMALL_CANVAS)
+    expected = ref.gfocal_loss(outputs["cls_scores"], outputs["reg_logits"], SMALL_BOXES, SMALL_LABELS,
+                               SMALL_CANVAS, strides=SMALL_STRIDES, return_details=True)
+    assert 0.0 < expected["weight_sum"] < 0.5
+    for key in ("qfl", "giou", "dfl"):
         np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
