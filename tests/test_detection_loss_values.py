@@ -127,9 +127,10 @@ def test_graph_checks_pass_on_good_targets_and_name_each_problem():
     assert len(graph_checks(boxes, labels, 3)) == 3
     assert len(graph_checks(boxes, labels, 3, size, (64, 96))) == 4
     assert len(graph_checks(boxes, labels, 3, size, None)) == 3
-    # padding rows may hold anything
+    # padding rows may hold anything; valid boxes may compare x with y coordinates either way
     padded = GOOD_BOXES.copy()
     padded[0, 1] = [np.nan, 9.0, 1.0, 0.0]
+    padded[1] = [[1.0, 20.0, 10.0, 30.0], [0.0, 0.0, 10.0, 5.0]]
     graph_checks(tf.constant(padded), labels, 3, size, (64, 96))
 
     bad = GOOD_BOXES.copy()
@@ -143,7 +144,7 @@ def test_graph_checks_pass_on_good_targets_and_name_each_problem():
     _assert_message((boxes, tf.constant([[0, 7], [2, 1]]), 5),
                     "a label is >= num_classes=5; labels must be in [0, num_classes) with -1 for padding. "
                     "Max label:", "7")
-    for wrong in ([5.0, 5.0, 4.9, 9.0], [3.0, 4.0, 8.0, 3.9]):
+    for wrong in ([5.0, 1.0, 4.9, 9.0], [3.0, 4.0, 8.0, 3.9]):
         bad = GOOD_BOXES.copy()
         bad[1, 1] = wrong  # a class-0 box
         _assert_message((tf.constant(bad), labels, 3),
@@ -153,6 +154,12 @@ def test_graph_checks_pass_on_good_targets_and_name_each_problem():
                         "y['image_size'] must hold each image's resized (height, width) before padding, "
                         "between 1 and the input size. Got:",
                         ", ".join(str(v) for row in wrong for v in row), repr(b"input (height, width):"), "64, 96")
+    # five images: the message shows the first 8 sizes (summarize=8), then "..."
+    sizes = [[65, 30], [1, 96], [2, 3], [4, 5], [6, 7]]
+    _assert_message((tf.zeros((5, 1, 4)), -tf.ones((5, 1), tf.int32), 3, tf.constant(sizes, tf.int32), (64, 96)),
+                    "y['image_size'] must hold each image's resized (height, width) before padding, "
+                    "between 1 and the input size. Got:",
+                    "65, 30, 1, 96, 2, 3, 4, 5, ...", repr(b"input (height, width):"), "64, 96")
 
 
 # ------------------------------------------------------------------ valid_point_mask
@@ -236,6 +243,11 @@ def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
     value = tf.constant([2.5, -1.0])
     np.testing.assert_array_equal(replica_mean(value).numpy(), [2.5, -1.0])
     np.testing.assert_array_equal(scale_for_replicas(value).numpy(), [2.5, -1.0])
+    # In a strategy's cross-replica context (no replica context at all): unchanged too.
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        assert tf.distribute.get_replica_context() is None
+        np.testing.assert_array_equal(replica_mean(value).numpy(), [2.5, -1.0])
+        np.testing.assert_array_equal(scale_for_replicas(value).numpy(), [2.5, -1.0])
 
     rng = np.random.default_rng(11)
     _, _, counts = make_points(64, 64, strides=(8, 16))
