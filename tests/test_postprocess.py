@@ -384,3 +384,62 @@ def test_postprocess_point_features_random_against_reference(batch):
         np.testing.assert_allclose(got[b, :n], np.stack([eb[:, 0] * 3 + 1, eb[:, 3] - eb[:, 1]], -1),
                                    rtol=RTOL, atol=1e-4)
         np.testing.assert_array_equal(got[b, n:], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# level sizes known only in the graph (inputs of varying height and width)
+# ---------------------------------------------------------------------------
+
+
+def _run_dynamic(scores, boxes, counts, **kw):
+    """postprocess_detections in a graph where the batch, the point count and every level's size
+    are tensors (as for an input of unknown height and width)."""
+    import tensorflow as tf
+
+    num_classes = scores.shape[-1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, num_classes], tf.float32),
+                                  tf.TensorSpec([None, None, 4], tf.float32),
+                                  tf.TensorSpec([len(counts)], tf.int32)])
+    def run(s, b, c):
+        return pp.postprocess_detections(s, b, [c[i] for i in range(len(counts))], **kw)
+
+    out = run(scores, boxes, np.asarray(counts, np.int32))
+    return {k: to_np(out[k]) for k in ("boxes", "scores", "classes", "num_detections")}
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_postprocess_dynamic_level_sizes_against_reference(batch):
+    rng = np.random.default_rng(60 + batch)
+    _, _, counts = ref.make_points(64, 64)  # [64, 16, 4, 1, 1]: level 0 is cut to 20 points, the others not
+    scores, boxes = _random_case(rng, counts, batch=batch, num_classes=3)
+    kw = dict(pre_nms_top_k=20, max_detections=40)
+    exp = ref.postprocess_detections(scores, boxes, counts, **kw)
+    out = _run_dynamic(scores, boxes, counts, **kw)
+    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
+    assert np.all(exp["num_detections"] > 0)
+    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], exp["classes"])
+    # the level cut matters here: without it the detections differ
+    assert not np.array_equal(ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"],
+                              exp["scores"])
+
+
+def test_postprocess_dynamic_level_of_exactly_top_k_keeps_index_order_for_ties():
+    # Level 0 holds exactly pre_nms_top_k = 2 points: all are kept, in index order (as the static
+    # path and the reference do), not re-ordered by score. The order shows at a cross-class tie:
+    # point 0 scores (0.3, 0.2), point 1 (0.9, 0.3). Pairs (0, class 0) and (1, class 1) tie at
+    # 0.3; by point index, class 0's detection comes first (the reference: class by class,
+    # then a stable sort by score). Level 1: one point, below the threshold.
+    scores = np.array([[[0.3, 0.2], [0.9, 0.3], [0.01, 0.01]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    kw = dict(pre_nms_top_k=2, max_detections=5)
+    exp = ref.postprocess_detections(scores, boxes, [2, 1], **kw)
+    np.testing.assert_array_equal(exp["classes"][0], [0, 0, 1, 1, -1])
+    np.testing.assert_allclose(exp["scores"][0, :4], [0.9, 0.3, 0.3, 0.2], rtol=RTOL)
+    np.testing.assert_allclose(exp["boxes"][0, :4], boxes[0, [1, 0, 1, 0]])
+    for out in (_run(scores, boxes, [2, 1], **kw), _run_dynamic(scores, boxes, [2, 1], **kw)):
+        np.testing.assert_array_equal(out["classes"], exp["classes"])
+        np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL)
+        np.testing.assert_allclose(out["boxes"], exp["boxes"])
