@@ -341,6 +341,8 @@ def test_edge_confidence_hand_values():
     logits = np.concatenate([np.zeros(17), np.log(probs_t), dominant, np.log(probs_t) + 7.0])[None].astype(np.float32)
     got = to_np(pp.edge_confidence(logits, reg_max=16))
     np.testing.assert_allclose(got, [[1 / 17, 0.5, 1.0, 0.5]], rtol=1e-5)
+    # reg_max 16 is the default
+    np.testing.assert_allclose(to_np(pp.edge_confidence(logits)), [[1 / 17, 0.5, 1.0, 0.5]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("reg_max", [16, 7])
