@@ -445,3 +445,36 @@ def test_postprocess_dynamic_level_of_exactly_top_k_keeps_index_order_for_ties()
         np.testing.assert_array_equal(out["classes"], exp["classes"])
         np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL)
         np.testing.assert_allclose(out["boxes"], exp["boxes"])
+
+
+def test_postprocess_max_candidates_caps_the_pairs_entering_nms():
+    # Four separate boxes, one class each pair: (point, class) scores 0.9, 0.8, 0.7, 0.6, 0.5
+    # (point 1 scores in both classes). Only the max_candidates best pairs can be detected.
+    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
+    out = _run(scores, boxes, [4], max_candidates=3, max_detections=6)
+    np.testing.assert_array_equal(out["num_detections"], [3])
+    np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.8, 0.7], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"][0, :3], [0, 0, 1])
+    np.testing.assert_allclose(out["boxes"][0, :3], boxes[0, [0, 1, 2]])
+    _check_padding(out, 0, 3, 6)
+    # no cap, or a cap of all 8 (point, class) pairs or more: all 5 pairs above the threshold are detected
+    for cap in (None, 8, 20):
+        out = _run(scores, boxes, [4], max_candidates=cap, max_detections=6)
+        np.testing.assert_array_equal(out["num_detections"], [5])
+        np.testing.assert_allclose(out["scores"][0, :5], [0.9, 0.8, 0.7, 0.6, 0.5], rtol=RTOL)
+        np.testing.assert_array_equal(out["classes"][0, :5], [0, 0, 1, 0, 1])
+
+
+def test_postprocess_classes_never_suppress_each_other_even_for_tiny_boxes():
+    # Boxes within [0, 2]: class 1's box [0, 0, 1, 1] must not meet class 0's [1, 1, 2, 2] however
+    # the classes are kept apart (a shift of at least the largest coordinate plus one).
+    boxes = np.array([[[1, 1, 2, 2], [0, 0, 1, 1], [1, 1, 2, 2]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.0, 0.8], [0.7, 0.0]]], np.float32)
+    out = _run(scores, boxes, [3], max_detections=4)
+    exp = ref.postprocess_detections(scores, boxes, [3], max_detections=4)
+    np.testing.assert_array_equal(exp["num_detections"], [2])  # point 2 is suppressed by point 0 (same box)
+    np.testing.assert_array_equal(out["num_detections"], [2])
+    np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.8], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"][0], [0, 1, -1, -1])
+    np.testing.assert_allclose(out["boxes"][0, :2], [[1, 1, 2, 2], [0, 0, 1, 1]])
