@@ -363,6 +363,7 @@ def test_postprocess_carries_point_features_of_each_detection():
     out = pp.postprocess_detections(scores, boxes, nlp, point_features=point_ids)
     features = to_np(out["point_features"])
     assert features.shape == (2, 100, 2)
+    assert to_np(out["boxes"]).shape == (2, 100, 4)  # the boxes without the carried features
     np.testing.assert_array_equal(features[0, :4], [[0, 0], [2, 20], [4, 40], [5, 50]])
     np.testing.assert_array_equal(features[0, 4:], 0.0)
     np.testing.assert_array_equal(features[1], 0.0)
@@ -478,3 +479,49 @@ def test_postprocess_classes_never_suppress_each_other_even_for_tiny_boxes():
     np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.8], rtol=RTOL)
     np.testing.assert_array_equal(out["classes"][0], [0, 1, -1, -1])
     np.testing.assert_allclose(out["boxes"][0, :2], [[1, 1, 2, 2], [0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_postprocess_max_candidates_in_every_image_of_a_batch(batch):
+    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
+    out = _run(np.repeat(scores, batch, 0), np.repeat(boxes, batch, 0), [4], max_candidates=2, max_detections=3)
+    np.testing.assert_array_equal(out["num_detections"], [2] * batch)
+    np.testing.assert_allclose(out["scores"], [[0.9, 0.8, 0.0]] * batch, rtol=RTOL)
+
+
+def test_postprocess_two_images_of_one_point():
+    scores = np.array([[[0.9, 0.1]], [[0.2, 0.6]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10]], [[5, 5, 8, 9]]], np.float32)
+    out = _run(scores, boxes, [1], max_detections=3)
+    np.testing.assert_array_equal(out["num_detections"], [2, 2])
+    np.testing.assert_allclose(out["scores"], [[0.9, 0.1, 0], [0.6, 0.2, 0]], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"], [[0, 1, -1], [1, 0, -1]])
+    np.testing.assert_allclose(out["boxes"][1, :2], [[5, 5, 8, 9]] * 2)
+
+
+def test_postprocess_default_cut_is_1000_points_per_level():
+    # One level of 1001 points, each a separate box: the lowest-scoring point is cut by the
+    # default pre_nms_top_k of 1000, although it scores above the threshold.
+    a = 1001
+    x = np.arange(a, dtype=np.float32) * 20.0
+    boxes = np.stack([x, np.zeros(a), x + 10.0, np.full(a, 10.0)], axis=-1).astype(np.float32)[None]
+    scores = np.linspace(0.9, 0.1, a).astype(np.float32)[None, :, None]
+    out = _run(scores, boxes, [a], max_detections=1001)
+    np.testing.assert_array_equal(out["num_detections"], [1000])
+    np.testing.assert_allclose(out["scores"][0, :1000], scores[0, :1000, 0], rtol=RTOL)
+    assert out["scores"][0, 1000] == 0.0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_postprocess_graph_outputs_have_static_shapes(batch):
+    # Exports (TFLite, ONNX) need fixed output shapes: known in the graph, not just at run time.
+    import tensorflow as tf
+
+    fn = tf.function(lambda s, b, f: pp.postprocess_detections(s, b, [6], max_detections=7, point_features=f))
+    concrete = fn.get_concrete_function(tf.TensorSpec([batch, 6, 3], tf.float32),
+                                        tf.TensorSpec([batch, 6, 4], tf.float32),
+                                        tf.TensorSpec([batch, 6, 2], tf.float32))
+    shapes = {k: v.shape.as_list() for k, v in concrete.structured_outputs.items()}
+    assert shapes == {"boxes": [batch, 7, 4], "scores": [batch, 7], "classes": [batch, 7],
+                      "num_detections": [batch], "point_features": [batch, 7, 2]}
