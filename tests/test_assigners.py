@@ -413,3 +413,25 @@ def test_concentric_candidates_threshold_by_hand(with_valid):
     expected = [[0, -1, -1, -1][: len(anchors)]]
     np.testing.assert_array_equal(ref.atss_assign(anchors, [len(anchors)], gt, [[True]], **kw), expected)
     np.testing.assert_array_equal(run(anchors, [len(anchors)], gt, [[True]], **kw), expected)
+
+
+def test_candidates_exactly_at_the_threshold_are_positive():
+    # Four 10 x 10 anchors in the four quarters of a 20 x 20 box: the same IoU (0.25) each, so the
+    # mean is that IoU exactly and the std 0: every candidate sits exactly at the threshold, and
+    # "IoU >= threshold" makes all four positive.
+    anchors = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], np.float32)
+    gt = np.array([[[0, 0, 20, 20]]], np.float32)
+    for kw in ({}, {"anchor_valid": np.ones((1, 4), bool)}):
+        np.testing.assert_array_equal(ref.atss_assign(anchors, [4], gt, [[True]], topk=4, **kw), [[0, 0, 0, 0]])
+        np.testing.assert_array_equal(run(anchors, [4], gt, [[True]], topk=4, **kw), [[0, 0, 0, 0]])
+
+
+def test_centre_exactly_at_the_margin_is_not_inside():
+    # The box's left edge lies exactly float32(0.01) left of anchor 0's centre (0, 0): the centre
+    # must be MORE than 0.01 inside, so anchor 0 is not positive; 0.02 inside, it is
+    # (IoUs (0.334, 0, 0): mean 0.111, std 0.193, threshold 0.304).
+    anchors = np.array([[-5, -5, 5, 5], [100, 100, 110, 110], [200, 200, 210, 210]], np.float32)
+    for x1, expected in ((-np.float32(0.01), [[-1, -1, -1]]), (-np.float32(0.02), [[0, -1, -1]])):
+        gt = np.array([[[x1, -5, 10, 5]]], np.float32)
+        np.testing.assert_array_equal(ref.atss_assign(anchors, [3], gt, [[True]]), expected)
+        np.testing.assert_array_equal(run(anchors, [3], gt, [[True]]), expected)
