@@ -78,18 +78,18 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_v
     if anchor_valid is None:
         cand_valid = None
         mean = tf.reduce_mean(cand_ious, axis=-1, keepdims=True)
-        ddof = 1.0 if num_candidates > 1 else 0.0
-        var = tf.reduce_sum(tf.square(cand_ious - mean), axis=-1, keepdims=True) / (num_candidates - ddof)
+        # Bessel's correction, as torch's std: a single candidate's std is NaN (0 / 0), so that
+        # the comparison with the threshold fails and, as in the reference, it is not positive.
+        var = tf.reduce_sum(tf.square(cand_ious - mean), axis=-1, keepdims=True) / (num_candidates - 1.0)
     else:
         b_of = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(candidates))
         cand_valid = tf.gather_nd(anchor_valid, tf.stack([b_of, candidates], axis=-1))  # [B, G, K]
         weight = tf.cast(cand_valid, tf.float32)
         count = tf.reduce_sum(weight, axis=-1, keepdims=True)
         mean = tf.reduce_sum(cand_ious * weight, axis=-1, keepdims=True) / tf.maximum(count, 1.0)
-        # Bessel's correction; a single candidate has no spread (ddof 0 then).
-        var = tf.reduce_sum(tf.square(cand_ious - mean) * weight, axis=-1, keepdims=True) / tf.maximum(
-            count - 1.0, 1.0
-        )
+        # Bessel's correction, as torch's std: one valid candidate gives 0 / 0 = NaN (never
+        # positive, as in the reference); none gives 0 / -1 (and no valid candidate to be positive).
+        var = tf.reduce_sum(tf.square(cand_ious - mean) * weight, axis=-1, keepdims=True) / (count - 1.0)
     threshold = mean + tf.sqrt(var)
 
     cand_centers = tf.gather(anchor_centers, candidates)  # [B, G, K, 2]

@@ -356,3 +356,82 @@ def test_random_padding_masks_against_numpy_atss(seed):
     got = run(anchors, counts, gt, gt_valid, anchor_valid=valid)
     np.testing.assert_array_equal(got, ref.atss_assign(anchors, counts, gt, gt_valid, anchor_valid=valid))
     assert not np.any(got[~valid] >= 0)
+
+
+# ---------------------------------------------------------------------------
+# few candidates: the threshold's Bessel-corrected std, on both paths
+# ---------------------------------------------------------------------------
+
+
+def _ref_quiet(*args, **kw):
+    """The NumPy reference; a single candidate's std with ddof 1 is NaN (as torch's), warned about."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return ref.atss_assign(*args, **kw)
+
+
+@pytest.mark.parametrize("with_valid", [False, True], ids=["no_mask", "all_valid_mask"])
+def test_one_or_two_candidates_are_never_positive(with_valid):
+    # Two candidates with IoUs a > b: mean + std (ddof 1) = (a + b) / 2 + (a - b) / sqrt(2) > a, so
+    # neither is positive; one candidate: its std (ddof 1) is undefined (NaN, as torch's), so it is
+    # not positive either -- even a candidate identical to the box. (With ddof 0 the best of two,
+    # and a lone candidate, would reach the threshold exactly.)
+    gt = np.array([[[0, 0, 10, 10]]], np.float32)
+    for topk in (1, 2):
+        kw = dict(topk=topk, anchor_valid=np.ones((1, 4), bool) if with_valid else None)
+        expected = _ref_quiet(TINY_ANCHORS, [4], gt, [[True]], **kw)
+        np.testing.assert_array_equal(expected, [[-1, -1, -1, -1]])
+        np.testing.assert_array_equal(run(TINY_ANCHORS, [4], gt, [[True]], **kw), expected)
+    # three candidates: the box itself passes
+    np.testing.assert_array_equal(run(TINY_ANCHORS, [4], gt, [[True]], topk=3), [[0, -1, -1, -1]])
+
+
+def test_a_single_valid_candidate_is_never_positive():
+    # topk 2 on one level, but only anchor 0 is valid: one candidate left (the reference runs
+    # ATSS on the valid anchors only), whose std is undefined: nothing is positive.
+    gt = np.array([[[0, 0, 10, 10]]], np.float32)
+    mask = np.array([[True, False, False, False]])
+    expected = _ref_quiet(TINY_ANCHORS, [4], gt, [[True]], topk=2, anchor_valid=mask)
+    np.testing.assert_array_equal(expected, [[-1, -1, -1, -1]])
+    np.testing.assert_array_equal(run(TINY_ANCHORS, [4], gt, [[True]], topk=2, anchor_valid=mask), expected)
+
+
+@pytest.mark.parametrize("with_valid", [False, True], ids=["no_mask", "mask"])
+def test_concentric_candidates_threshold_by_hand(with_valid):
+    # Three anchors centred on the box's centre (5, 5): IoUs 1, 100/400 = 0.25, 100/1600 = 0.0625.
+    # mean 0.4375, squared deviations sum 0.4922; std (ddof 1) = sqrt(0.4922 / 2) = 0.4961;
+    # threshold 0.9336: only the first is positive (a denominator of n - 2 = 1 would give 1.139).
+    # With the mask, a fourth (invalid) anchor centred there too takes no part.
+    anchors = np.array([[0, 0, 10, 10], [-5, -5, 15, 15], [-15, -15, 25, 25], [2, 2, 8, 8]], np.float32)
+    gt = np.array([[[0, 0, 10, 10]]], np.float32)
+    if with_valid:
+        kw = dict(topk=4, anchor_valid=np.array([[True, True, True, False]]))
+    else:
+        anchors, kw = anchors[:3], dict(topk=3)
+    expected = [[0, -1, -1, -1][: len(anchors)]]
+    np.testing.assert_array_equal(ref.atss_assign(anchors, [len(anchors)], gt, [[True]], **kw), expected)
+    np.testing.assert_array_equal(run(anchors, [len(anchors)], gt, [[True]], **kw), expected)
+
+
+def test_candidates_exactly_at_the_threshold_are_positive():
+    # Four 10 x 10 anchors in the four quarters of a 20 x 20 box: the same IoU (0.25) each, so the
+    # mean is that IoU exactly and the std 0: every candidate sits exactly at the threshold, and
+    # "IoU >= threshold" makes all four positive.
+    anchors = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [10, 10, 20, 20]], np.float32)
+    gt = np.array([[[0, 0, 20, 20]]], np.float32)
+    for kw in ({}, {"anchor_valid": np.ones((1, 4), bool)}):
+        np.testing.assert_array_equal(ref.atss_assign(anchors, [4], gt, [[True]], topk=4, **kw), [[0, 0, 0, 0]])
+        np.testing.assert_array_equal(run(anchors, [4], gt, [[True]], topk=4, **kw), [[0, 0, 0, 0]])
+
+
+def test_centre_exactly_at_the_margin_is_not_inside():
+    # The box's left edge lies exactly float32(0.01) left of anchor 0's centre (0, 0): the centre
+    # must be MORE than 0.01 inside, so anchor 0 is not positive; 0.02 inside, it is
+    # (IoUs (0.334, 0, 0): mean 0.111, std 0.193, threshold 0.304).
+    anchors = np.array([[-5, -5, 5, 5], [100, 100, 110, 110], [200, 200, 210, 210]], np.float32)
+    for x1, expected in ((-np.float32(0.01), [[-1, -1, -1]]), (-np.float32(0.02), [[0, -1, -1]])):
+        gt = np.array([[[x1, -5, 10, 5]]], np.float32)
+        np.testing.assert_array_equal(ref.atss_assign(anchors, [3], gt, [[True]]), expected)
+        np.testing.assert_array_equal(run(anchors, [3], gt, [[True]]), expected)

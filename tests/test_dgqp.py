@@ -44,20 +44,38 @@ def build(layer, reg_max, batch=2, anchors=7):
 
 
 def test_feature_layout_hand_values():
-    # The NumPy reference feature extraction on a hand-made distribution.
+    # DGQP.statistics on hand-made distributions, against features worked out by hand:
+    # per edge the top-k probabilities in descending order, then their mean, edge-major.
     n1 = 17
     logits = np.full((4 * n1,), -1e9, np.float32)
-    # edge 0: bins 3, 4 with probabilities 0.75 / 0.25 -> top4 (.75, .25, 0, 0), mean .25
-    logits[0 * n1 + 3] = np.log(0.75)
-    logits[0 * n1 + 4] = np.log(0.25)
-    # edge 1: one-hot -> (1, 0, 0, 0), mean .25
+    # edge 0 (l): bins 3, 4 with probabilities 0.25 / 0.75 -> top4 (.75, .25, 0, 0), mean .25
+    logits[0 * n1 + 3] = np.log(0.25)
+    logits[0 * n1 + 4] = np.log(0.75)
+    # edge 1 (t): one-hot on bin 10 -> (1, 0, 0, 0), mean .25
     logits[1 * n1 + 10] = 0.0
-    # edges 2 and 3: uniform over all 17 bins -> (1/17,)*4, mean 1/17
-    logits[2 * n1 : 4 * n1] = 0.0
-    f = ref.dgqp_features(logits[None])[0]
+    # edge 2 (r): bins 0, 8, 16, 5, 12 with .1, .4, .2, .25, .05 -> (.4, .25, .2, .1), mean .2375
+    for b, p in ((0, 0.1), (8, 0.4), (16, 0.2), (5, 0.25), (12, 0.05)):
+        logits[2 * n1 + b] = np.log(p)
+    # edge 3 (b): uniform over all 17 bins -> (1/17,) * 4, mean 1/17
+    logits[3 * n1 : 4 * n1] = 0.0
     u = 1.0 / 17.0
-    expected = [0.75, 0.25, 0, 0, 0.25, 1, 0, 0, 0, 0.25] + [u] * 5 + [u] * 5
-    np.testing.assert_allclose(f, expected, rtol=1e-6, atol=1e-12)
+    expected = [0.75, 0.25, 0, 0, 0.25, 1, 0, 0, 0, 0.25, 0.4, 0.25, 0.2, 0.1, 0.2375] + [u] * 5
+    x = np.stack([logits, np.roll(logits, -n1)])[None]  # [1, 2, 68]: the second point's edges rotated
+    got = to_np(DGQP().statistics(x))
+    assert got.shape == (1, 2, 20)
+    np.testing.assert_allclose(got[0, 0], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[0, 1], expected[5:] + expected[:5], rtol=1e-6, atol=1e-7)
+    # topk 2 without the mean: the first two of each edge's values.
+    got = to_np(DGQP(topk=2, add_mean=False).statistics(logits[None]))
+    np.testing.assert_allclose(got[0], [0.75, 0.25, 1, 0, 0.4, 0.25, u, u], rtol=1e-6, atol=1e-7)
+    # reg_max 3 (4 bins per edge), topk 3 with the mean, on a [2, 1, 16] batch.
+    small = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.1, 0.1], [0.25] * 4, [0.05, 0.05, 0.6, 0.3]]))
+    x = np.stack([small.reshape(-1), small[::-1].reshape(-1)])[:, None].astype(np.float32)
+    rows = [[0.4, 0.3, 0.2, 0.3], [0.7, 0.1, 0.1, 0.3], [0.25, 0.25, 0.25, 0.25], [0.6, 0.3, 0.05, 0.95 / 3]]
+    got = to_np(DGQP(reg_max=3, topk=3).statistics(x))
+    assert got.shape == (2, 1, 16)
+    np.testing.assert_allclose(got[0, 0], np.concatenate(rows), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got[1, 0], np.concatenate(rows[::-1]), rtol=1e-5, atol=1e-7)
 
 
 def test_dgqp_default_config_against_numpy():

@@ -206,3 +206,28 @@ def test_postprocess_many_ties_keep_the_lower_indices():
     det = npp.postprocess(scores, reg, metadata)
     first = np.flatnonzero(scores[:, 0] == np.float32(0.5))[:100]
     np.testing.assert_allclose(det["boxes"][:, :2], np.stack([8 * (first % 40), 8 * (first // 40)], axis=1))
+
+
+def test_postprocess_cross_class_ties_keep_point_then_class_order():
+    # 400 points x 3 classes, each score one of three values: (point, class) pairs tie across
+    # classes and points. The pairs leave the per-level top-k ordered by the point's max-class
+    # score, so their scores are not sorted: only a stable sort keeps equal scores in that
+    # order (point by point, then class by class). Expected order: Python's sorted on tuples.
+    metadata = _metadata(num_classes=3, max_det=250)
+    metadata["canvas_size"] = [160, 160]
+    metadata["postprocessing"]["strides"] = [8]  # 20 rows of 20
+    rng = np.random.default_rng(3)
+    values = np.array([0.5, 0.4, 0.3], np.float32)
+    scores = values[rng.integers(0, 3, (400, 3))]
+    reg = _reg(np.zeros((400, 4), np.int64))  # zero-size boxes on their points: NMS suppresses nothing
+    det = npp.postprocess(scores, reg, metadata)
+    kept = sorted(range(400), key=lambda p: (-float(scores[p].max()), p))  # the level's top-k, stable
+    rank = {p: r for r, p in enumerate(kept)}
+    pairs = sorted(((p, c) for p in range(400) for c in range(3)),
+                   key=lambda pc: (-float(scores[pc]), rank[pc[0]], pc[1]))[:250]
+    points = np.array([p for p, _ in pairs])
+    np.testing.assert_array_equal(det["labels"], [c for _, c in pairs])
+    np.testing.assert_allclose(det["boxes"][:, :2], np.stack([8 * (points % 20), 8 * (points // 20)], axis=1))
+    np.testing.assert_allclose(det["scores"], [scores[pc] for pc in pairs])
+    # 250 detections all at 0.5: ties at every position, across points and classes
+    assert np.all(det["scores"] == np.float32(0.5))

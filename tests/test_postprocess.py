@@ -341,6 +341,8 @@ def test_edge_confidence_hand_values():
     logits = np.concatenate([np.zeros(17), np.log(probs_t), dominant, np.log(probs_t) + 7.0])[None].astype(np.float32)
     got = to_np(pp.edge_confidence(logits, reg_max=16))
     np.testing.assert_allclose(got, [[1 / 17, 0.5, 1.0, 0.5]], rtol=1e-5)
+    # reg_max 16 is the default
+    np.testing.assert_allclose(to_np(pp.edge_confidence(logits)), [[1 / 17, 0.5, 1.0, 0.5]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("reg_max", [16, 7])
@@ -361,6 +363,7 @@ def test_postprocess_carries_point_features_of_each_detection():
     out = pp.postprocess_detections(scores, boxes, nlp, point_features=point_ids)
     features = to_np(out["point_features"])
     assert features.shape == (2, 100, 2)
+    assert to_np(out["boxes"]).shape == (2, 100, 4)  # the boxes without the carried features
     np.testing.assert_array_equal(features[0, :4], [[0, 0], [2, 20], [4, 40], [5, 50]])
     np.testing.assert_array_equal(features[0, 4:], 0.0)
     np.testing.assert_array_equal(features[1], 0.0)
@@ -384,3 +387,141 @@ def test_postprocess_point_features_random_against_reference(batch):
         np.testing.assert_allclose(got[b, :n], np.stack([eb[:, 0] * 3 + 1, eb[:, 3] - eb[:, 1]], -1),
                                    rtol=RTOL, atol=1e-4)
         np.testing.assert_array_equal(got[b, n:], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# level sizes known only in the graph (inputs of varying height and width)
+# ---------------------------------------------------------------------------
+
+
+def _run_dynamic(scores, boxes, counts, **kw):
+    """postprocess_detections in a graph where the batch, the point count and every level's size
+    are tensors (as for an input of unknown height and width)."""
+    import tensorflow as tf
+
+    num_classes = scores.shape[-1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, num_classes], tf.float32),
+                                  tf.TensorSpec([None, None, 4], tf.float32),
+                                  tf.TensorSpec([len(counts)], tf.int32)])
+    def run(s, b, c):
+        return pp.postprocess_detections(s, b, [c[i] for i in range(len(counts))], **kw)
+
+    out = run(scores, boxes, np.asarray(counts, np.int32))
+    return {k: to_np(out[k]) for k in ("boxes", "scores", "classes", "num_detections")}
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_postprocess_dynamic_level_sizes_against_reference(batch):
+    rng = np.random.default_rng(60 + batch)
+    _, _, counts = ref.make_points(64, 64)  # [64, 16, 4, 1, 1]: level 0 is cut to 20 points, the others not
+    scores, boxes = _random_case(rng, counts, batch=batch, num_classes=3)
+    kw = dict(pre_nms_top_k=20, max_detections=40)
+    exp = ref.postprocess_detections(scores, boxes, counts, **kw)
+    out = _run_dynamic(scores, boxes, counts, **kw)
+    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
+    assert np.all(exp["num_detections"] > 0)
+    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"], exp["classes"])
+    # the level cut matters here: without it the detections differ
+    assert not np.array_equal(ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"],
+                              exp["scores"])
+
+
+def test_postprocess_dynamic_level_of_exactly_top_k_keeps_index_order_for_ties():
+    # Level 0 holds exactly pre_nms_top_k = 2 points: all are kept, in index order (as the static
+    # path and the reference do), not re-ordered by score. The order shows at a cross-class tie:
+    # point 0 scores (0.3, 0.2), point 1 (0.9, 0.3). Pairs (0, class 0) and (1, class 1) tie at
+    # 0.3; by point index, class 0's detection comes first (the reference: class by class,
+    # then a stable sort by score). Level 1: one point, below the threshold.
+    scores = np.array([[[0.3, 0.2], [0.9, 0.3], [0.01, 0.01]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    kw = dict(pre_nms_top_k=2, max_detections=5)
+    exp = ref.postprocess_detections(scores, boxes, [2, 1], **kw)
+    np.testing.assert_array_equal(exp["classes"][0], [0, 0, 1, 1, -1])
+    np.testing.assert_allclose(exp["scores"][0, :4], [0.9, 0.3, 0.3, 0.2], rtol=RTOL)
+    np.testing.assert_allclose(exp["boxes"][0, :4], boxes[0, [1, 0, 1, 0]])
+    for out in (_run(scores, boxes, [2, 1], **kw), _run_dynamic(scores, boxes, [2, 1], **kw)):
+        np.testing.assert_array_equal(out["classes"], exp["classes"])
+        np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL)
+        np.testing.assert_allclose(out["boxes"], exp["boxes"])
+
+
+def test_postprocess_max_candidates_caps_the_pairs_entering_nms():
+    # Four separate boxes, one class each pair: (point, class) scores 0.9, 0.8, 0.7, 0.6, 0.5
+    # (point 1 scores in both classes). Only the max_candidates best pairs can be detected.
+    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
+    out = _run(scores, boxes, [4], max_candidates=3, max_detections=6)
+    np.testing.assert_array_equal(out["num_detections"], [3])
+    np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.8, 0.7], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"][0, :3], [0, 0, 1])
+    np.testing.assert_allclose(out["boxes"][0, :3], boxes[0, [0, 1, 2]])
+    _check_padding(out, 0, 3, 6)
+    # no cap, or a cap of all 8 (point, class) pairs or more: all 5 pairs above the threshold are detected
+    for cap in (None, 8, 20):
+        out = _run(scores, boxes, [4], max_candidates=cap, max_detections=6)
+        np.testing.assert_array_equal(out["num_detections"], [5])
+        np.testing.assert_allclose(out["scores"][0, :5], [0.9, 0.8, 0.7, 0.6, 0.5], rtol=RTOL)
+        np.testing.assert_array_equal(out["classes"][0, :5], [0, 0, 1, 0, 1])
+
+
+def test_postprocess_classes_never_suppress_each_other_even_for_tiny_boxes():
+    # Boxes within [0, 2]: class 1's box [0, 0, 1, 1] must not meet class 0's [1, 1, 2, 2] however
+    # the classes are kept apart (a shift of at least the largest coordinate plus one).
+    boxes = np.array([[[1, 1, 2, 2], [0, 0, 1, 1], [1, 1, 2, 2]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.0, 0.8], [0.7, 0.0]]], np.float32)
+    out = _run(scores, boxes, [3], max_detections=4)
+    exp = ref.postprocess_detections(scores, boxes, [3], max_detections=4)
+    np.testing.assert_array_equal(exp["num_detections"], [2])  # point 2 is suppressed by point 0 (same box)
+    np.testing.assert_array_equal(out["num_detections"], [2])
+    np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.8], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"][0], [0, 1, -1, -1])
+    np.testing.assert_allclose(out["boxes"][0, :2], [[1, 1, 2, 2], [0, 0, 1, 1]])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_postprocess_max_candidates_in_every_image_of_a_batch(batch):
+    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
+    out = _run(np.repeat(scores, batch, 0), np.repeat(boxes, batch, 0), [4], max_candidates=2, max_detections=3)
+    np.testing.assert_array_equal(out["num_detections"], [2] * batch)
+    np.testing.assert_allclose(out["scores"], [[0.9, 0.8, 0.0]] * batch, rtol=RTOL)
+
+
+def test_postprocess_two_images_of_one_point():
+    scores = np.array([[[0.9, 0.1]], [[0.2, 0.6]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10]], [[5, 5, 8, 9]]], np.float32)
+    out = _run(scores, boxes, [1], max_detections=3)
+    np.testing.assert_array_equal(out["num_detections"], [2, 2])
+    np.testing.assert_allclose(out["scores"], [[0.9, 0.1, 0], [0.6, 0.2, 0]], rtol=RTOL)
+    np.testing.assert_array_equal(out["classes"], [[0, 1, -1], [1, 0, -1]])
+    np.testing.assert_allclose(out["boxes"][1, :2], [[5, 5, 8, 9]] * 2)
+
+
+def test_postprocess_default_cut_is_1000_points_per_level():
+    # One level of 1001 points, each a separate box: the lowest-scoring point is cut by the
+    # default pre_nms_top_k of 1000, although it scores above the threshold.
+    a = 1001
+    x = np.arange(a, dtype=np.float32) * 20.0
+    boxes = np.stack([x, np.zeros(a), x + 10.0, np.full(a, 10.0)], axis=-1).astype(np.float32)[None]
+    scores = np.linspace(0.9, 0.1, a).astype(np.float32)[None, :, None]
+    out = _run(scores, boxes, [a], max_detections=1001)
+    np.testing.assert_array_equal(out["num_detections"], [1000])
+    np.testing.assert_allclose(out["scores"][0, :1000], scores[0, :1000, 0], rtol=RTOL)
+    assert out["scores"][0, 1000] == 0.0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_postprocess_graph_outputs_have_static_shapes(batch):
+    # Exports (TFLite, ONNX) need fixed output shapes: known in the graph, not just at run time.
+    import tensorflow as tf
+
+    fn = tf.function(lambda s, b, f: pp.postprocess_detections(s, b, [6], max_detections=7, point_features=f))
+    concrete = fn.get_concrete_function(tf.TensorSpec([batch, 6, 3], tf.float32),
+                                        tf.TensorSpec([batch, 6, 4], tf.float32),
+                                        tf.TensorSpec([batch, 6, 2], tf.float32))
+    shapes = {k: v.shape.as_list() for k, v in concrete.structured_outputs.items()}
+    assert shapes == {"boxes": [batch, 7, 4], "scores": [batch, 7], "classes": [batch, 7],
+                      "num_detections": [batch], "point_features": [batch, 7, 2]}
