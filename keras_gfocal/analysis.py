@@ -92,14 +92,14 @@ def box_iou_matrix(boxes1, boxes2):
     return inter / np.maximum(union, 1e-6)
 
 
-def match_detections(det_boxes, det_classes, gt_boxes, gt_labels, iou_floor=0.1):
+def match_detections(det_boxes, det_labels, gt_boxes, gt_labels, iou_floor=0.1):
     """Matches each detection to the ground truth of its class with the highest IoU.
 
     Ground-truth rows with a negative label (padding) are ignored. Several
     detections may match the same ground truth.
 
     Args:
-        det_boxes: ``[N, 4]`` xyxy; det_classes: ``[N]`` labels.
+        det_boxes: ``[N, 4]`` xyxy; det_labels: ``[N]`` contiguous labels.
         gt_boxes: ``[G, 4]`` xyxy, same pixels; gt_labels: ``[G]`` (-1 padding).
         iou_floor: smallest IoU for a match (a match also needs IoU > 0).
     Returns:
@@ -108,14 +108,14 @@ def match_detections(det_boxes, det_classes, gt_boxes, gt_labels, iou_floor=0.1)
         best same-class IoU (0 when the image has no box of that class).
     """
     det_boxes = np.asarray(det_boxes, np.float64).reshape(-1, 4)
-    det_classes = np.asarray(det_classes).reshape(-1)
+    det_labels = np.asarray(det_labels).reshape(-1)
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
     gt_labels = np.asarray(gt_labels).reshape(-1)
     n = len(det_boxes)
     if n == 0 or len(gt_boxes) == 0:
         return np.full(n, -1, np.int64), np.zeros(n, np.float64)
     iou = box_iou_matrix(det_boxes, gt_boxes)
-    same_class = (det_classes[:, None] == gt_labels[None, :]) & (gt_labels[None, :] >= 0)
+    same_class = (det_labels[:, None] == gt_labels[None, :]) & (gt_labels[None, :] >= 0)
     iou = np.where(same_class, iou, -1.0)
     best = np.argmax(iou, axis=1)
     best_iou = np.maximum(iou[np.arange(n), best], 0.0)
@@ -225,14 +225,14 @@ def collect_positive_predictions(
             num_detections += n
             if n == 0:
                 continue
-            classes = det["classes"][i, :n]
-            gt_index, iou = match_detections(det["boxes"][i, :n], classes, gt_boxes_all[i], gt_labels_all[i],
+            det_labels = det["labels"][i, :n]
+            gt_index, iou = match_detections(det["boxes"][i, :n], det_labels, gt_boxes_all[i], gt_labels_all[i],
                                              iou_floor)
             keep = gt_index >= 0
             if not np.any(keep):
                 continue
             point = np.rint(det["point_features"][i, :n, 0]).astype(np.int64)[keep]
-            labels = classes[keep]
+            labels = det_labels[keep]
             logits = reg_np[i, point].reshape(-1, 4, num_bins)
             joint = cls_scores[i, point, labels]
             if model.dgqp:

@@ -20,7 +20,7 @@ def detections_to_coco(detections, meta, label_to_category_id):
     Args:
         detections: dict of NumPy arrays from `GFocalDetector.predict`:
             ``boxes [B, D, 4]`` xyxy in model-input pixels, ``scores [B, D]``,
-            ``classes [B, D]``, ``num_detections [B]``.
+            ``labels [B, D]`` (contiguous), ``num_detections [B]``.
         meta: dict with ``image_id [B]``, ``scale [B]`` (resized / original) and
             ``original_size [B, 2]`` (height, width).
         label_to_category_id: sequence mapping contiguous labels to dataset ids.
@@ -36,7 +36,7 @@ def detections_to_coco(detections, meta, label_to_category_id):
         h, w = (float(v) for v in meta["original_size"][i])
         boxes = np.asarray(detections["boxes"][i, :n], np.float64) / float(meta["scale"][i])
         boxes = np.clip(boxes, 0.0, [w, h, w, h])
-        for box, score, label in zip(boxes, detections["scores"][i, :n], detections["classes"][i, :n]):
+        for box, score, label in zip(boxes, detections["scores"][i, :n], detections["labels"][i, :n]):
             results.append(_coco_result(meta["image_id"][i], label_to_category_id[int(label)], box, score))
     return results
 

@@ -20,7 +20,6 @@ from keras_gfocal.data.coco import decode_image
 from keras_gfocal.data.transforms import MEAN, STD, padded_size, preprocess_image, resize_keep_ratio
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
-DETECTION_KEYS = ("boxes", "scores", "classes", "labels", "num_detections", "edge_confidence")
 
 
 def model_image_size(model, image_size=None):
@@ -56,21 +55,11 @@ def normalize(pixels):
     return (tf.cast(pixels, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
 
 
-def _with_category_ids(model, detections):
-    """``classes`` (contiguous labels from `GFocalDetector.decode`) become
-    ``labels``; ``classes`` become the dataset's category ids (-1 stays -1)."""
-    labels = detections.pop("classes")
-    ids = tf.constant(model.category_ids or list(range(model.num_classes)), tf.int32)
-    detections["labels"] = labels
-    detections["classes"] = tf.where(labels >= 0, tf.gather(ids, tf.maximum(labels, 0)), -1)
-    return detections
-
-
 def detect_on_canvas(model, pixels, nms=True):
     """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
 
-    With ``nms``: dict of `DETECTION_KEYS` (``classes`` are category ids,
-    ``labels`` contiguous). Without: ``{"cls_scores": [B, A, C], "reg_logits":
+    With ``nms``: the `keras_gfocal.postprocess.DETECTION_KEYS` (``labels``
+    contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores": [B, A, C], "reg_logits":
     [B, A, 4 * (reg_max + 1)]}`` for `numpy_postprocess.postprocess`.
     """
     images = normalize(pixels)
@@ -79,7 +68,7 @@ def detect_on_canvas(model, pixels, nms=True):
         return {"cls_scores": outputs["cls_scores"], "reg_logits": outputs["reg_logits"]}
     # The scope names the ops that full-int8 TFLite keeps in float.
     with tf.name_scope(POSTPROCESS_SCOPE):
-        return _with_category_ids(model, model.decode(images, outputs))
+        return model.decode(images, outputs)
 
 
 def detect_end_to_end(model, images, image_size):
@@ -89,7 +78,8 @@ def detect_end_to_end(model, images, image_size):
         images: uint8 ``[B, h, w, 3]`` (one size per batch).
         image_size: ``(H, W)`` resize canvas.
     Returns:
-        dict of `DETECTION_KEYS`; boxes xyxy in input-image pixels.
+        dict of `keras_gfocal.postprocess.DETECTION_KEYS`; boxes xyxy in
+        input-image pixels.
     """
     shape = tf.shape(images)
     checks = [
@@ -142,6 +132,6 @@ def _finish(model, canvases, scales, originals):
     boxes = detections["boxes"] / scales[:, None, None]
     h, w = originals[:, 0], originals[:, 1]
     limits = tf.stack([w, h, w, h], axis=-1)[:, None, :]
-    valid = detections["classes"] >= 0
+    valid = detections["labels"] >= 0
     detections["boxes"] = tf.where(valid[..., None], tf.minimum(boxes, limits), 0.0)
-    return _with_category_ids(model, detections)
+    return detections
