@@ -118,7 +118,7 @@ def predict_images(detector, files, score_threshold=0.3, out=None, progress=True
                    skipped=None):
     """Runs a `keras_gfocal.export.runtime.Detector` on image files.
 
-    Images are read with `keras_gfocal.data.read_image`, the decoder of
+    Images are read with `keras_gfocal.image.read_image`, the decoder of
     training and evaluation, so every path sees the same pixels.
 
     Returns one dict per image: ``file`` and ``detections`` (box xyxy in the
@@ -130,7 +130,7 @@ def predict_images(detector, files, score_threshold=0.3, out=None, progress=True
     """
     from tqdm.auto import tqdm
 
-    from keras_gfocal.data import read_image
+    from keras_gfocal.image import read_image
     from keras_gfocal.visualize import draw_detections
 
     names = detector.class_names
@@ -238,8 +238,8 @@ def cmd_analyze(args):
 def cmd_demo(args):
     import numpy as np
 
-    from keras_gfocal.data import CocoDataset, read_image
-    from keras_gfocal.data import make_dataset
+    from keras_gfocal.data import CocoDataset, make_dataset
+    from keras_gfocal.image import read_image
     from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
     from keras_gfocal.export.runtime import KerasDetector
     from keras_gfocal.training.loop import train

@@ -24,7 +24,7 @@ class GFocalDetector(keras.Model):
     for training (QFL) and ranking (NMS).
 
     Inputs: ``[B, H, W, 3]`` float images, RGB normalised with the reference
-    mean and std (see `keras_gfocal.data.transforms`), H and W multiples of 32.
+    mean and std (`keras_gfocal.image.normalize_image`), H and W multiples of 32.
 
     Calling the model returns the raw dense outputs, the ``A`` points of all
     levels concatenated P3 first, row-major within a level:

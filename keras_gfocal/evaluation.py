@@ -121,14 +121,12 @@ def detect_coco(detector, dataset, progress=True, max_images=None):
     (decoded as the training pipeline decodes it) in, boxes in its pixels and
     the dataset's category ids out.
     """
-    import tensorflow as tf
-
-    from keras_gfocal.data import decode_image
+    from keras_gfocal.image import read_image
 
     results = []
     ids = list(dataset.image_ids)[:max_images]
     for image_id in tqdm(ids, desc=f"predict ({detector.format})", unit="image", disable=not progress, leave=False):
-        image = decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
+        image = read_image(dataset.image_path(image_id))
         det = detector.detect(image)
         for box, score, category_id in zip(det["boxes"], det["scores"], det["category_ids"]):
             results.append(_coco_result(image_id, category_id, box, score))

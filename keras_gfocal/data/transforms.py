@@ -10,7 +10,7 @@ The order used for training and evaluation follows the reference recipe:
 
 1. `resize_keep_ratio` (or `random_resize_keep_ratio` for multi-scale training),
 2. `random_horizontal_flip` (training only),
-3. `normalize_image` with `MEAN` / `STD` (RGB, 0..255 input),
+3. `keras_gfocal.image.normalize_image` with its `MEAN` / `STD` (RGB, 0..255 input),
 4. `pad_to_size` with zeros at the bottom and right, to a fixed canvas of
    `padded_size(image_size, 32)`, so every batch has one static shape.
 
@@ -39,11 +39,7 @@ pixel), so predictions map back to original pixels exactly by dividing by `scale
 
 import tensorflow as tf
 
-#: Per-channel RGB mean of ImageNet in 0..255 units, as in the reference.
-MEAN = (123.675, 116.28, 103.53)
-#: Per-channel RGB standard deviation of ImageNet in 0..255 units.
-STD = (58.395, 57.12, 57.375)
-
+from keras_gfocal.image import normalize_image
 
 #: The reference's test-time scale limits: (short side, long side).
 REFERENCE_TEST_SCALE = (800, 1333)
@@ -242,21 +238,6 @@ def random_horizontal_flip(image, boxes, prob, seed):
         lambda: (tf.identity(image), tf.identity(boxes)),
     )
     return image, boxes, flipped
-
-
-def normalize_image(image):
-    """Normalises an RGB image: `(image - MEAN) / STD`, computed in float32.
-
-    Args:
-        image: `[..., 3]` tensor with 0..255 values (any real or integer dtype).
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    image = tf.cast(image, tf.float32)
-    mean = tf.constant(MEAN, tf.float32)
-    std = tf.constant(STD, tf.float32)
-    return (image - mean) / std
 
 
 def pad_to_size(image, size):

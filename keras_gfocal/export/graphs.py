@@ -16,8 +16,8 @@ Two input contracts:
 import numpy as np
 import tensorflow as tf
 
-from keras_gfocal.data.coco import decode_image
-from keras_gfocal.data.transforms import MEAN, STD, padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.data.transforms import padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.image import MEAN, decode_image, normalize_image
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
 
@@ -50,11 +50,6 @@ def canvas_from_image(image, image_size, dtype=np.float32):
     return canvas.astype(dtype), float(scale.numpy())
 
 
-def normalize(pixels):
-    """0..255 RGB (any dtype) -> the model's normalised float32 input."""
-    return (tf.cast(pixels, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
-
-
 def detect_on_canvas(model, pixels, nms=True):
     """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
 
@@ -62,7 +57,7 @@ def detect_on_canvas(model, pixels, nms=True):
     contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores": [B, A, C], "reg_logits":
     [B, A, 4 * (reg_max + 1)]}`` for `numpy_postprocess.postprocess`.
     """
-    images = normalize(pixels)
+    images = normalize_image(pixels)
     outputs = model(images, training=False)
     if not nms:
         return {"cls_scores": outputs["cls_scores"], "reg_logits": outputs["reg_logits"]}

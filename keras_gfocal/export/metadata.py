@@ -8,7 +8,8 @@ settings, the format, and the package version.
 import json
 import os
 
-from keras_gfocal.data.transforms import MEAN, STD, padded_size
+from keras_gfocal.data.transforms import padded_size
+from keras_gfocal.image import MEAN, STD
 
 METADATA_NAME = "gfocal_metadata.json"
 

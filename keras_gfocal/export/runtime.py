@@ -103,7 +103,7 @@ class KerasDetector(Detector):
             self.metadata["preprocessing"]["pad"] = "bottom/right with zeros (after normalising) to a multiple of 32"
 
     def detect(self, image):
-        from keras_gfocal.data import preprocess_image
+        from keras_gfocal.data.transforms import preprocess_image
 
         image = _check_image(image)
         if self.test_scale is not None:
