@@ -246,7 +246,7 @@ class GFocalDetector(keras.Model):
         """Compiles with the reference optimiser unless one is given.
 
         Default: SGD, learning rate 0.01 (the reference's for a global batch of
-        16; use `keras_gfocal.training.reference_schedule` for warm-up, decay
+        16; use `keras_gfocal.schedules.reference_schedule` for warm-up, decay
         and batch scaling), momentum 0.9, weight decay 1e-4. The losses are
         built in (`compute_loss`); a ``loss`` argument is not needed.
         """
@@ -258,7 +258,7 @@ class GFocalDetector(keras.Model):
     def compile_from_config(self, config):
         """Recompiles a loaded ``.keras`` file with its saved optimiser (and
         schedule), so that ``fit`` continues where training stopped."""
-        from keras_gfocal.training import schedules  # noqa: F401  registers the schedules
+        from keras_gfocal import schedules  # noqa: F401  registers the schedules
 
         try:
             config = keras.saving.deserialize_keras_object(config)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from keras_gfocal.data import CocoDataset, make_dataset
 from keras_gfocal.detector import GFocalDetector
 from keras_gfocal.training.callbacks import CocoEvalCallback, EpochCSVLogger
-from keras_gfocal.training.schedules import reference_optimizer, reference_schedule, scaled_lr
+from keras_gfocal.schedules import reference_optimizer, reference_schedule, scaled_lr
 
 
 def default_strategy():
