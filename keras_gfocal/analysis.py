@@ -162,7 +162,7 @@ def collect_positive_predictions(
         model: a `GFocalDetector` (V2 or V1).
         dataset: a `keras_gfocal.data.CocoDataset`.
         image_size: ``(H, W)`` resize canvas; default the model's training
-            size (``model.image_size``), else (800, 1333).
+            size (``model.image_size``), else the reference's (800, 1333).
         batch_size: images per forward pass.
         max_images: use only the first N images of the dataset.
         iou_floor: smallest IoU of a positive (0.1).
@@ -186,10 +186,11 @@ def collect_positive_predictions(
 
     from keras_gfocal import postprocess
     from keras_gfocal.data import make_dataset
+    from keras_gfocal.export.graphs import model_image_size
 
     if not hasattr(model, "head") or not hasattr(model, "points"):
         raise TypeError(f"collect_positive_predictions needs a GFocalDetector, got {type(model).__name__}.")
-    image_size = tuple(image_size or getattr(model, "image_size", None) or (800, 1333))
+    image_size = model_image_size(model, image_size)
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
     reg_max = int(model.reg_max)
     num_bins = reg_max + 1

@@ -309,6 +309,9 @@ def cmd_convert(args):
 
 
 def build_parser():
+    from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
+    from keras_gfocal.export import FORMATS
+    from keras_gfocal.export.tflite import QUANTIZATIONS
     from keras_gfocal.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -337,7 +340,8 @@ def build_parser():
     p.add_argument("--preset", default="gfocal_v2_r50_fpn", choices=sorted(PRESETS))
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
-    p.add_argument("--image-size", type=_size, default=(800, 1333), help="resize canvas H,W (default 800,1333)")
+    p.add_argument("--image-size", type=_size, default=REFERENCE_IMAGE_SIZE,
+                   help="resize canvas H,W (default %s,%s)" % REFERENCE_IMAGE_SIZE)
     p.add_argument("--out", default="runs/gfocal", help="run folder (default runs/gfocal)")
     p.add_argument("--backbone-weights", default="default",
                    help="'imagenet' (torchvision's ImageNet ResNet, downloaded once), a torchvision ResNet .pth "
@@ -391,8 +395,8 @@ def build_parser():
                        description="Export a trained .keras model. Flags that do not apply to a format are "
                                    "accepted and ignored.")
     p.add_argument("--model", required=True, help="the .keras file to export")
-    p.add_argument("--format", required=True, choices=["saved_model", "tflite", "onnx"])
-    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--quantize", choices=[q for q in QUANTIZATIONS if q], default=None,
                    help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)")
     p.add_argument("--no-nms", action="store_true",
                    help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)")

@@ -109,15 +109,12 @@ def edge_confidence(reg_logits, reg_max=16):
     return ops.max(probs, axis=-1)
 
 
-def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections, max_candidates):
+def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections):
     """Class-wise NMS of one image. scores ``[N, C]``, payload ``[N, 4 + K]``
     (the box, then K per-point values carried along)."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
-    k = tf.shape(flat_scores)[0]
-    if max_candidates is not None:
-        k = tf.minimum(max_candidates, k)
-    top_scores, top_idx = tf.math.top_k(flat_scores, k=k)
+    top_scores, top_idx = tf.math.top_k(flat_scores, k=tf.shape(flat_scores)[0])
     point_idx = top_idx // num_classes
     labels = top_idx % num_classes
     cand_payload = tf.gather(payload, point_idx)
@@ -151,7 +148,6 @@ def postprocess_detections(
     score_threshold=0.05,
     iou_threshold=0.6,
     max_detections=100,
-    max_candidates=None,
     point_features=None,
 ):
     """Turns dense joint scores and decoded boxes into final detections.
@@ -159,9 +155,7 @@ def postprocess_detections(
     Per level the ``pre_nms_top_k`` points with the highest max-class score are
     kept; (point, class) pairs scoring above ``score_threshold`` go through
     class-wise NMS at ``iou_threshold``; the best ``max_detections`` remain.
-    As in the reference, nothing else limits what enters NMS; ``max_candidates``
-    optionally caps the pairs (the highest scoring) for exports that want a
-    smaller bound, and only matters when more pairs pass the threshold.
+    As in the reference, nothing else limits what enters NMS.
 
     Args:
         cls_scores: ``[B, A, C]`` joint-score probabilities.
@@ -171,8 +165,8 @@ def postprocess_detections(
             `edge_confidence`) returned for each detection.
     Returns:
         dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``labels`` int32
-        ``[B, D]`` (contiguous class index, -1 on padding), ``num_detections`` int32 ``[B]``, with
-        ``D = max_detections``, sorted by descending score; and
+        ``[B, D]`` (contiguous class index, -1 on padding), ``num_detections``
+        int32 ``[B]``, with ``D = max_detections``, sorted by descending score; and
         ``point_features [B, D, K]`` (zeros on padding) if given.
     """
     cls_scores = tf.cast(tf.convert_to_tensor(cls_scores), tf.float32)
@@ -184,7 +178,7 @@ def postprocess_detections(
 
     def per_image(args):
         return _nms_single_image(
-            args[0], args[1], score_threshold, iou_threshold, max_detections, max_candidates
+            args[0], args[1], score_threshold, iou_threshold, max_detections
         )
 
     if cls_scores.shape[0] == 1:

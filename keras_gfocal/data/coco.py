@@ -522,7 +522,7 @@ def make_dataset(
     *,
     training,
     batch_size,
-    image_size=(800, 1333),
+    image_size=transforms.REFERENCE_IMAGE_SIZE,
     max_boxes=100,
     multiscale=None,
     flip_prob=None,
@@ -557,8 +557,9 @@ def make_dataset(
             left out, remainder dropped) or evaluation pipeline (all images, in
             order, with metadata).
         batch_size: images per batch.
-        image_size: `(H, W)` canvas that resized images fit into; `(800, 1333)` is
-            the reference's 1333x800 keep-ratio resize.
+        image_size: `(H, W)` canvas that resized images fit into; the default,
+            `transforms.REFERENCE_IMAGE_SIZE` `(800, 1333)`, is the reference's
+            1333x800 keep-ratio resize.
         max_boxes: rows of the padded target tensors; extra boxes are dropped
             (the first `max_boxes` are kept).
         multiscale: `None`, or `(min_short, max_short)`: in training, the shorter

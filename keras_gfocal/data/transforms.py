@@ -8,7 +8,8 @@ convention of the reference (MMDetection): a box covering the whole image of wid
 
 The order used for training and evaluation follows the reference recipe:
 
-1. `resize_keep_ratio` (or `random_resize_keep_ratio` for multi-scale training),
+1. `resize_keep_ratio` (into a `random_short_side_target` canvas for multi-scale
+   training),
 2. `random_horizontal_flip` (training only),
 3. `keras_gfocal.image.normalize_image` with its `MEAN` / `STD` (RGB, 0..255 input),
 4. `pad_to_size` with zeros at the bottom and right, to a fixed canvas of
@@ -41,7 +42,14 @@ import tensorflow as tf
 
 from keras_gfocal.image import normalize_image
 
-#: The reference's test-time scale limits: (short side, long side).
+#: The reference's training canvas `(H, W)` (MMDetection's `Resize(img_scale=(1333, 800))`):
+#: the default of training, of the data pipeline, and of exporting or analysing
+#: a model that records no canvas of its own.
+REFERENCE_IMAGE_SIZE = (800, 1333)
+
+#: The reference's test-time scale limits: (short side, long side). The same
+#: numbers as `REFERENCE_IMAGE_SIZE`, another rule: limits that follow each
+#: image's orientation, not a fixed canvas.
 REFERENCE_TEST_SCALE = (800, 1333)
 
 

@@ -16,15 +16,16 @@ Two input contracts:
 import numpy as np
 import tensorflow as tf
 
-from keras_gfocal.data.transforms import padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE, padded_size, preprocess_image, resize_keep_ratio
 from keras_gfocal.image import MEAN, decode_image, normalize_image
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
 
 
 def model_image_size(model, image_size=None):
-    """The resize canvas ``(H, W)``: the argument, the model's training size, or 800x1333."""
-    size = image_size or getattr(model, "image_size", None) or (800, 1333)
+    """The resize canvas ``(H, W)``: the argument, the model's training size, or
+    the reference's (`keras_gfocal.data.transforms.REFERENCE_IMAGE_SIZE`)."""
+    size = image_size or getattr(model, "image_size", None) or REFERENCE_IMAGE_SIZE
     return tuple(int(v) for v in size)
 
 
