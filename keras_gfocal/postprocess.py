@@ -4,7 +4,8 @@ Outputs have fixed, padded shapes with a count, so the same graph serves
 ``predict()``, SavedModel and TFLite exports. NMS uses only TensorFlow ops that
 TFLite has as built-ins (top-k, gather, NonMaxSuppressionV5).
 
-The detections have one vocabulary, `DETECTION_KEYS`, in every way a model
+The detections have one vocabulary, `DETECTION_KEYS` (`DETECTIONS` says what
+each means, and every export's metadata carries it), in every way a model
 runs: `GFocalDetector.predict`, the SavedModel, TFLite and ONNX exports, and
 ``keras_gfocal.export.load_detector(path).detect(image)`` (which drops the
 batch axis, the padding and ``num_detections``):
@@ -26,7 +27,16 @@ from keras import ops
 
 from keras_gfocal import boxes as box_ops
 
-DETECTION_KEYS = ("boxes", "scores", "labels", "category_ids", "num_detections", "edge_confidence")
+#: Each detection output's meaning, in the words the export metadata carries.
+DETECTIONS = {
+    "boxes": "xyxy box in pixels (of the input, the original image or the canvas), [B, D, 4] float32",
+    "scores": "joint score that ranked NMS, [B, D] float32",
+    "labels": "contiguous 0-based class index, the position in class_names; -1 on padding; [B, D] int32",
+    "category_ids": "the dataset's category id of the label (category_ids); -1 on padding; [B, D] int32",
+    "num_detections": "how many rows of each image are real, [B] int32",
+    "edge_confidence": "top-1 probability of each edge's distribution (l, t, r, b), [B, D, 4] float32",
+}
+DETECTION_KEYS = tuple(DETECTIONS)
 
 
 def distribution_expectation(reg_logits, reg_max=16):

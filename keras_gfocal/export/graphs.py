@@ -55,8 +55,9 @@ def detect_on_canvas(model, pixels, nms=True):
     """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
 
     With ``nms``: the `keras_gfocal.postprocess.DETECTION_KEYS` (``labels``
-    contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores": [B, A, C], "reg_logits":
-    [B, A, 4 * (reg_max + 1)]}`` for `numpy_postprocess.postprocess`.
+    contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores":
+    [B, A, C], "reg_logits": [B, A, 4 * (reg_max + 1)]}`` for
+    `numpy_postprocess.postprocess`.
     """
     images = normalize_image(pixels)
     outputs = model(images, training=False)

@@ -73,6 +73,11 @@ def test_exports_name_their_outputs_as_predict_does(untrained, image, tmp_path):
     tflite = export_model(untrained, "tflite", str(tmp_path))
     # The TFLite file's outputs are output_0, output_1, ... in sorted name order.
     assert read_metadata(tflite)["outputs"] == sorted(DETECTION_KEYS)
+    for path in (saved_model, tflite):
+        meanings = read_metadata(path)["detections"]
+        assert list(meanings) == list(DETECTION_KEYS)
+        assert meanings["labels"].startswith("contiguous 0-based class index")
+        assert meanings["category_ids"].startswith("the dataset's category id")
 
     import tensorflow as tf
 
