@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_gfocal import GFocalDetector
-from keras_gfocal.export import export_model, load_detector, read_metadata
+from keras_gfocal.data import CocoDataset
+from keras_gfocal.export import load_detector, read_metadata
 from keras_gfocal.export.runtime import IMAGE_DETECTION_KEYS, KerasDetector
 from keras_gfocal.postprocess import DETECTION_KEYS
 
@@ -20,11 +21,6 @@ def untrained():
         "gfocal_v2_tiny", num_classes=3, class_names=["a", "b", "c"], category_ids=CATEGORY_IDS,
         image_size=(64, 64), score_threshold=0.0, max_detections=20, backbone_weights=None,
     )
-
-
-@pytest.fixture(scope="module")
-def image():
-    return np.random.default_rng(0).integers(0, 256, (48, 80, 3)).astype(np.uint8)
 
 
 def test_vocabulary_names_each_key_once():
@@ -60,36 +56,43 @@ def test_without_category_ids_the_ids_are_the_labels():
     np.testing.assert_array_equal(pred["category_ids"], pred["labels"])
 
 
-def test_keras_detector_detect_uses_the_same_names(untrained, image):
+def test_keras_detector_detect_uses_the_same_names(untrained):
+    image = np.random.default_rng(0).integers(0, 256, (48, 80, 3)).astype(np.uint8)
     det = KerasDetector(untrained).detect(image)
     assert tuple(det) == IMAGE_DETECTION_KEYS
     np.testing.assert_array_equal(det["category_ids"], np.array(CATEGORY_IDS)[det["labels"]])
 
 
-def test_exports_name_their_outputs_as_predict_does(untrained, image, tmp_path):
-    expected = KerasDetector(untrained).detect(image)
-    assert len(expected["labels"]) > 0
-    saved_model = export_model(untrained, "saved_model", str(tmp_path))
-    tflite = export_model(untrained, "tflite", str(tmp_path))
-    # The TFLite file's outputs are output_0, output_1, ... in sorted name order.
-    assert read_metadata(tflite)["outputs"] == sorted(DETECTION_KEYS)
-    for path in (saved_model, tflite):
-        meanings = read_metadata(path)["detections"]
-        assert list(meanings) == list(DETECTION_KEYS)
-        assert meanings["labels"].startswith("contiguous 0-based class index")
-        assert meanings["category_ids"].startswith("the dataset's category id")
-
+def test_exports_name_their_outputs_as_predict_does(exports, trained, synthetic):
+    # The session's trained model and its exports (tests/export/conftest.py), built once for every export test.
     import tensorflow as tf
 
-    signature = tf.saved_model.load(saved_model).signatures["serving_default"]
-    raw = signature(images=tf.constant(image[None]))
+    from keras_gfocal.image import read_image
+
+    model, _ = trained
+    val = CocoDataset(synthetic["val_ann_file"], synthetic["val_image_dir"])
+    image = read_image(val.image_path(val.image_ids[0]))
+    expected = KerasDetector(model).detect(image)
+    ids = np.array(model.category_ids)
+    assert len(expected["labels"]) > 0 and set(ids) != set(range(len(ids)))  # ids and labels differ
+    np.testing.assert_array_equal(expected["category_ids"], ids[expected["labels"]])
+
+    raw = tf.saved_model.load(exports["saved_model"]).signatures["serving_default"](images=tf.constant(image[None]))
     # ``classes``: the 0.1 name of the category ids, a deprecated alias for one release.
     assert set(raw) == set(DETECTION_KEYS) | {"classes"}
     np.testing.assert_array_equal(raw["classes"].numpy(), raw["category_ids"].numpy())
+    # A TFLite file's outputs are output_0, output_1, ... in sorted name order.
+    assert read_metadata(exports["tflite_float32"])["outputs"] == sorted(DETECTION_KEYS)
+    assert read_metadata(exports["tflite_float32_nonms"])["outputs"] == ["cls_scores", "reg_logits"]
 
-    for path in (saved_model, tflite):
-        det = load_detector(path).detect(image)
-        assert tuple(det) == IMAGE_DETECTION_KEYS, path
-        np.testing.assert_array_equal(det["labels"], expected["labels"])
-        np.testing.assert_array_equal(det["category_ids"], expected["category_ids"])
-        np.testing.assert_allclose(det["boxes"], expected["boxes"], atol=1e-3)
+    for name in ("saved_model", "tflite_float32", "tflite_float32_nonms", "onnx"):
+        meanings = read_metadata(exports[name])["detections"]
+        assert list(meanings) == list(DETECTION_KEYS), name
+        assert meanings["labels"].startswith("contiguous 0-based class index")
+        assert meanings["category_ids"].startswith("the dataset's category id")
+        det = load_detector(exports[name]).detect(image)
+        assert tuple(det) == IMAGE_DETECTION_KEYS, name
+        # Each format's ids follow from its own labels; its best detection is Keras's best.
+        np.testing.assert_array_equal(det["category_ids"], ids[det["labels"]], err_msg=name)
+        assert (det["labels"][0], det["category_ids"][0]) == (expected["labels"][0], expected["category_ids"][0])
+        np.testing.assert_allclose(det["boxes"][0], expected["boxes"][0], atol=1.0, err_msg=name)
