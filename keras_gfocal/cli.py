@@ -114,62 +114,9 @@ def _list_images(inputs):
     return files
 
 
-def predict_images(detector, files, score_threshold=0.3, out=None, progress=True, skip_bad_images=False,
-                   skipped=None):
-    """Runs a `keras_gfocal.export.runtime.Detector` on image files.
-
-    Images are read with `keras_gfocal.data.read_image`, the decoder of
-    training and evaluation, so every path sees the same pixels.
-
-    Returns one dict per image: ``file`` and ``detections`` (box xyxy in the
-    image's pixels, score, label, category id, class name and, where the
-    format keeps it, the per-edge localisation confidence l, t, r, b). If
-    ``out`` is set, a picture with the boxes drawn is written there per image.
-    An unreadable image raises ``ValueError`` naming it, or with
-    ``skip_bad_images`` is left out and ``(path, reason)`` appended to ``skipped``.
-    """
-    from tqdm.auto import tqdm
-
-    from keras_gfocal.data import read_image
-    from keras_gfocal.visualize import draw_detections
-
-    names = detector.class_names
-    results = []
-    for path in tqdm(files, desc="predict", unit="image", disable=not progress):
-        try:
-            image = read_image(path)
-        except (ValueError, OSError) as err:
-            if not skip_bad_images:
-                raise ValueError(f"{err} (--skip-bad-images leaves unreadable images out)") from None
-            if skipped is not None:
-                skipped.append((path, str(err)))
-            print(f"Skipping unreadable image: {err}", file=sys.stderr)
-            continue
-        det = detector.detect(image)
-        detections = []
-        for i, (box, score, label, category_id) in enumerate(
-            zip(det["boxes"], det["scores"], det["labels"], det["category_ids"])
-        ):
-            entry = {
-                "box_xyxy": [round(float(v), 2) for v in box],
-                "score": round(float(score), 4),
-                "label": int(label),
-                "category_id": int(category_id),
-                "class_name": names[label],
-            }
-            if "edge_confidence" in det:
-                entry["edge_confidence_ltrb"] = [round(float(v), 4) for v in det["edge_confidence"][i]]
-            detections.append(entry)
-        result = {"file": path, "detections": detections}
-        if out:
-            picture = draw_detections(image, det["boxes"], det["scores"], det["labels"], names, score_threshold)
-            result["picture"] = os.path.join(out, os.path.splitext(os.path.basename(path))[0] + "_pred.png")
-            picture.save(result["picture"])
-        results.append(result)
-    return results
-
-
 def cmd_predict(args):
+    from keras_gfocal.prediction import predict_images
+
     detector = _open_detector(args.model, args.image_size)
     os.makedirs(args.out, exist_ok=True)
     skipped = []
@@ -238,10 +185,11 @@ def cmd_analyze(args):
 def cmd_demo(args):
     import numpy as np
 
-    from keras_gfocal.data import CocoDataset, read_image
-    from keras_gfocal.data import make_dataset
+    from keras_gfocal.data import CocoDataset, make_dataset
     from keras_gfocal.evaluation import coco_evaluate, predict_coco, write_results
     from keras_gfocal.export.runtime import KerasDetector
+    from keras_gfocal.image import read_image
+    from keras_gfocal.prediction import predict_images
     from keras_gfocal.training.loop import train
     from keras_gfocal.visualize import draw_detections, image_grid
 
@@ -309,6 +257,9 @@ def cmd_convert(args):
 
 
 def build_parser():
+    from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
+    from keras_gfocal.export import FORMATS
+    from keras_gfocal.export.tflite import QUANTIZATIONS
     from keras_gfocal.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -337,7 +288,8 @@ def build_parser():
     p.add_argument("--preset", default="gfocal_v2_r50_fpn", choices=sorted(PRESETS))
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
-    p.add_argument("--image-size", type=_size, default=(800, 1333), help="resize canvas H,W (default 800,1333)")
+    p.add_argument("--image-size", type=_size, default=REFERENCE_IMAGE_SIZE,
+                   help="resize canvas H,W (default %s,%s)" % REFERENCE_IMAGE_SIZE)
     p.add_argument("--out", default="runs/gfocal", help="run folder (default runs/gfocal)")
     p.add_argument("--backbone-weights", default="default",
                    help="'imagenet' (torchvision's ImageNet ResNet, downloaded once), a torchvision ResNet .pth "
@@ -391,8 +343,8 @@ def build_parser():
                        description="Export a trained .keras model. Flags that do not apply to a format are "
                                    "accepted and ignored.")
     p.add_argument("--model", required=True, help="the .keras file to export")
-    p.add_argument("--format", required=True, choices=["saved_model", "tflite", "onnx"])
-    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--quantize", choices=[q for q in QUANTIZATIONS if q], default=None,
                    help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)")
     p.add_argument("--no-nms", action="store_true",
                    help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)")

@@ -24,15 +24,16 @@ class GFocalDetector(keras.Model):
     for training (QFL) and ranking (NMS).
 
     Inputs: ``[B, H, W, 3]`` float images, RGB normalised with the reference
-    mean and std (see `keras_gfocal.data.transforms`), H and W multiples of 32.
+    mean and std (`keras_gfocal.image.normalize_image`), H and W multiples of 32.
 
     Calling the model returns the raw dense outputs, the ``A`` points of all
     levels concatenated P3 first, row-major within a level:
     ``{"cls_scores": [B, A, C] joint scores (probabilities), "reg_logits":
     [B, A, 4 * (reg_max + 1)]}``; GFocalV1 models add ``"cls_logits"``.
-    `predict()` returns post-processed detections: ``{"boxes" [B, D, 4] xyxy
-    input pixels, "scores" [B, D], "classes" [B, D] (-1 padding),
-    "num_detections" [B]}``.
+    `predict()` returns post-processed detections (see `decode`): ``{"boxes"
+    [B, D, 4] xyxy input pixels, "scores" [B, D], "labels" [B, D] contiguous
+    class index, "category_ids" [B, D] dataset id (both -1 on padding),
+    "num_detections" [B], "edge_confidence" [B, D, 4]}``.
 
     `fit()` takes ``(images, {"boxes": [B, G, 4] xyxy pixels, "labels": [B, G]
     int, -1 for padding, optionally "image_size": [B, 2] each image's resized
@@ -209,11 +210,13 @@ class GFocalDetector(keras.Model):
     def decode(self, images, outputs):
         """Dense outputs -> fixed-size detections in input pixels.
 
-        Returns the `predict` dict: ``boxes [B, D, 4]`` xyxy in input pixels,
-        ``scores [B, D]``, ``classes [B, D]`` (contiguous labels, -1 on
-        padding), ``num_detections [B]`` and ``edge_confidence [B, D, 4]``: the
-        top-1 probability of each edge's distribution (l, t, r, b), a per-edge
-        localisation confidence.
+        Returns the `predict` dict, the `keras_gfocal.postprocess.DETECTION_KEYS`
+        that every export returns too: ``boxes [B, D, 4]`` xyxy in input
+        pixels, ``scores [B, D]``, ``labels [B, D]`` (contiguous class index,
+        -1 on padding), ``category_ids [B, D]`` (the dataset's id of each
+        label, ``self.category_ids``; -1 on padding), ``num_detections [B]``
+        and ``edge_confidence [B, D, 4]``: the top-1 probability of each edge's
+        distribution (l, t, r, b), a per-edge localisation confidence.
         """
         h, w = self._image_hw(images)
         points, point_strides, counts = self.points(h, w)
@@ -230,6 +233,7 @@ class GFocalDetector(keras.Model):
             point_features=postprocess.edge_confidence(reg_logits, self.reg_max),
         )
         detections["edge_confidence"] = detections.pop("point_features")
+        detections["category_ids"] = postprocess.labels_to_category_ids(detections["labels"], self.category_ids)
         return detections
 
     def predict_step(self, data):
@@ -242,7 +246,7 @@ class GFocalDetector(keras.Model):
         """Compiles with the reference optimiser unless one is given.
 
         Default: SGD, learning rate 0.01 (the reference's for a global batch of
-        16; use `keras_gfocal.training.reference_schedule` for warm-up, decay
+        16; use `keras_gfocal.schedules.reference_schedule` for warm-up, decay
         and batch scaling), momentum 0.9, weight decay 1e-4. The losses are
         built in (`compute_loss`); a ``loss`` argument is not needed.
         """
@@ -254,7 +258,7 @@ class GFocalDetector(keras.Model):
     def compile_from_config(self, config):
         """Recompiles a loaded ``.keras`` file with its saved optimiser (and
         schedule), so that ``fit`` continues where training stopped."""
-        from keras_gfocal.training import schedules  # noqa: F401  registers the schedules
+        from keras_gfocal import schedules  # noqa: F401  registers the schedules
 
         try:
             config = keras.saving.deserialize_keras_object(config)

@@ -20,7 +20,7 @@ def detections_to_coco(detections, meta, label_to_category_id):
     Args:
         detections: dict of NumPy arrays from `GFocalDetector.predict`:
             ``boxes [B, D, 4]`` xyxy in model-input pixels, ``scores [B, D]``,
-            ``classes [B, D]``, ``num_detections [B]``.
+            ``labels [B, D]`` (contiguous), ``num_detections [B]``.
         meta: dict with ``image_id [B]``, ``scale [B]`` (resized / original) and
             ``original_size [B, 2]`` (height, width).
         label_to_category_id: sequence mapping contiguous labels to dataset ids.
@@ -36,7 +36,7 @@ def detections_to_coco(detections, meta, label_to_category_id):
         h, w = (float(v) for v in meta["original_size"][i])
         boxes = np.asarray(detections["boxes"][i, :n], np.float64) / float(meta["scale"][i])
         boxes = np.clip(boxes, 0.0, [w, h, w, h])
-        for box, score, label in zip(boxes, detections["scores"][i, :n], detections["classes"][i, :n]):
+        for box, score, label in zip(boxes, detections["scores"][i, :n], detections["labels"][i, :n]):
             results.append(_coco_result(meta["image_id"][i], label_to_category_id[int(label)], box, score))
     return results
 
@@ -121,14 +121,12 @@ def detect_coco(detector, dataset, progress=True, max_images=None):
     (decoded as the training pipeline decodes it) in, boxes in its pixels and
     the dataset's category ids out.
     """
-    import tensorflow as tf
-
-    from keras_gfocal.data import decode_image
+    from keras_gfocal.image import read_image
 
     results = []
     ids = list(dataset.image_ids)[:max_images]
     for image_id in tqdm(ids, desc=f"predict ({detector.format})", unit="image", disable=not progress, leave=False):
-        image = decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
+        image = read_image(dataset.image_path(image_id))
         det = detector.detect(image)
         for box, score, category_id in zip(det["boxes"], det["scores"], det["category_ids"]):
             results.append(_coco_result(image_id, category_id, box, score))

@@ -3,12 +3,40 @@
 Outputs have fixed, padded shapes with a count, so the same graph serves
 ``predict()``, SavedModel and TFLite exports. NMS uses only TensorFlow ops that
 TFLite has as built-ins (top-k, gather, NonMaxSuppressionV5).
+
+The detections have one vocabulary, `DETECTION_KEYS` (`DETECTIONS` says what
+each means, and every export's metadata carries it), in every way a model
+runs: `GFocalDetector.predict`, the SavedModel, TFLite and ONNX exports, and
+``keras_gfocal.export.load_detector(path).detect(image)`` (which drops the
+batch axis, the padding and ``num_detections``):
+
+* ``boxes`` float32 ``[B, D, 4]``: xyxy, in input (or image) pixels;
+* ``scores`` float32 ``[B, D]``: the joint score that ranked NMS;
+* ``labels`` int32 ``[B, D]``: the contiguous 0-based class index, the
+  position in ``class_names``; -1 on padding;
+* ``category_ids`` int32 ``[B, D]``: the dataset's category id of that class
+  (``model.category_ids``; the label itself where the model has none); -1 on
+  padding;
+* ``num_detections`` int32 ``[B]``: how many rows of each image are real;
+* ``edge_confidence`` float32 ``[B, D, 4]``: the top-1 probability of each
+  edge's distribution (l, t, r, b), a per-edge localisation confidence.
 """
 
 import tensorflow as tf
 from keras import ops
 
 from keras_gfocal import boxes as box_ops
+
+#: Each detection output's meaning, in the words the export metadata carries.
+DETECTIONS = {
+    "boxes": "xyxy box in pixels (of the input, the original image or the canvas), [B, D, 4] float32",
+    "scores": "joint score that ranked NMS, [B, D] float32",
+    "labels": "contiguous 0-based class index, the position in class_names; -1 on padding; [B, D] int32",
+    "category_ids": "the dataset's category id of the label (category_ids); -1 on padding; [B, D] int32",
+    "num_detections": "how many rows of each image are real, [B] int32",
+    "edge_confidence": "top-1 probability of each edge's distribution (l, t, r, b), [B, D, 4] float32",
+}
+DETECTION_KEYS = tuple(DETECTIONS)
 
 
 def distribution_expectation(reg_logits, reg_max=16):
@@ -91,22 +119,19 @@ def edge_confidence(reg_logits, reg_max=16):
     return ops.max(probs, axis=-1)
 
 
-def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections, max_candidates):
+def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections):
     """Class-wise NMS of one image. scores ``[N, C]``, payload ``[N, 4 + K]``
     (the box, then K per-point values carried along)."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
-    k = tf.shape(flat_scores)[0]
-    if max_candidates is not None:
-        k = tf.minimum(max_candidates, k)
-    top_scores, top_idx = tf.math.top_k(flat_scores, k=k)
+    top_scores, top_idx = tf.math.top_k(flat_scores, k=tf.shape(flat_scores)[0])
     point_idx = top_idx // num_classes
-    classes = top_idx % num_classes
+    labels = top_idx % num_classes
     cand_payload = tf.gather(payload, point_idx)
     cand_boxes = cand_payload[:, :4]
     # Shift each class to its own region so one NMS pass never lets two classes
     # suppress each other (class-wise NMS).
-    offset = tf.cast(classes, tf.float32)[:, None] * (tf.reduce_max(payload[:, :4]) + 1.0)
+    offset = tf.cast(labels, tf.float32)[:, None] * (tf.reduce_max(payload[:, :4]) + 1.0)
     # The reference keeps scores strictly above the threshold.
     valid_scores = tf.where(top_scores > score_threshold, top_scores, tf.zeros_like(top_scores))
     selected, _, count = tf.raw_ops.NonMaxSuppressionV5(
@@ -121,8 +146,8 @@ def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detec
     valid = tf.range(max_detections) < count
     out_payload = tf.where(valid[:, None], tf.gather(cand_payload, selected), 0.0)
     out_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
-    out_classes = tf.where(valid, tf.gather(classes, selected), -1)
-    return out_payload, out_scores, tf.cast(out_classes, tf.int32), count
+    out_labels = tf.where(valid, tf.gather(labels, selected), -1)
+    return out_payload, out_scores, tf.cast(out_labels, tf.int32), count
 
 
 def postprocess_detections(
@@ -133,7 +158,6 @@ def postprocess_detections(
     score_threshold=0.05,
     iou_threshold=0.6,
     max_detections=100,
-    max_candidates=None,
     point_features=None,
 ):
     """Turns dense joint scores and decoded boxes into final detections.
@@ -141,9 +165,7 @@ def postprocess_detections(
     Per level the ``pre_nms_top_k`` points with the highest max-class score are
     kept; (point, class) pairs scoring above ``score_threshold`` go through
     class-wise NMS at ``iou_threshold``; the best ``max_detections`` remain.
-    As in the reference, nothing else limits what enters NMS; ``max_candidates``
-    optionally caps the pairs (the highest scoring) for exports that want a
-    smaller bound, and only matters when more pairs pass the threshold.
+    As in the reference, nothing else limits what enters NMS.
 
     Args:
         cls_scores: ``[B, A, C]`` joint-score probabilities.
@@ -152,9 +174,9 @@ def postprocess_detections(
         point_features: optional ``[B, A, K]`` per-point values (e.g. the
             `edge_confidence`) returned for each detection.
     Returns:
-        dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``classes`` int32
-        ``[B, D]`` (-1 on padding), ``num_detections`` int32 ``[B]``, with
-        ``D = max_detections``, sorted by descending score; and
+        dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``labels`` int32
+        ``[B, D]`` (contiguous class index, -1 on padding), ``num_detections``
+        int32 ``[B]``, with ``D = max_detections``, sorted by descending score; and
         ``point_features [B, D, K]`` (zeros on padding) if given.
     """
     cls_scores = tf.cast(tf.convert_to_tensor(cls_scores), tf.float32)
@@ -166,7 +188,7 @@ def postprocess_detections(
 
     def per_image(args):
         return _nms_single_image(
-            args[0], args[1], score_threshold, iou_threshold, max_detections, max_candidates
+            args[0], args[1], score_threshold, iou_threshold, max_detections
         )
 
     if cls_scores.shape[0] == 1:
@@ -183,13 +205,30 @@ def postprocess_detections(
                 tf.TensorSpec([], tf.int32),
             ),
         )
-    out_payload, out_scores, out_classes, counts = out
+    out_payload, out_scores, out_labels, counts = out
     result = {
         "boxes": out_payload[..., :4],
         "scores": out_scores,
-        "classes": out_classes,
+        "labels": out_labels,
         "num_detections": counts,
     }
     if point_features is not None:
         result["point_features"] = out_payload[..., 4:]
     return result
+
+
+def labels_to_category_ids(labels, category_ids):
+    """The dataset's category id of each contiguous label; -1 (padding) stays -1.
+
+    Args:
+        labels: int ``[...]`` contiguous labels, -1 on padding.
+        category_ids: the dataset id of each label (``model.category_ids``), or
+            None, where the ids are the labels themselves.
+    Returns:
+        int32 ``[...]``.
+    """
+    labels = tf.cast(labels, tf.int32)
+    if category_ids is None:
+        return labels
+    ids = tf.constant([int(c) for c in category_ids], tf.int32)
+    return tf.where(labels >= 0, tf.gather(ids, tf.maximum(labels, 0)), -1)

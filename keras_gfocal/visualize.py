@@ -17,13 +17,13 @@ def class_color(label):
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image, boxes, scores, classes, class_names=None, score_threshold=0.3, line_width=2):
+def draw_detections(image, boxes, scores, labels, class_names=None, score_threshold=0.3, line_width=2):
     """Draws boxes with class name and score on a copy of ``image``.
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB array or a PIL image.
         boxes: ``[N, 4]`` xyxy pixels of ``image``.
-        scores: ``[N]``; classes: ``[N]`` contiguous labels.
+        scores: ``[N]``; labels: ``[N]`` contiguous class indices (-1: not drawn).
         class_names: optional list indexed by label.
         score_threshold: detections below it are not drawn.
     Returns:
@@ -34,7 +34,7 @@ def draw_detections(image, boxes, scores, classes, class_names=None, score_thres
     draw = ImageDraw.Draw(canvas)
     order = np.argsort(-np.asarray(scores))
     for i in order:
-        score, label = float(scores[i]), int(classes[i])
+        score, label = float(scores[i]), int(labels[i])
         if score < score_threshold or label < 0:
             continue
         x1, y1, x2, y2 = (float(v) for v in boxes[i])

@@ -479,7 +479,7 @@ def postprocess_detections(cls_scores, boxes, num_level_points, pre_nms_top_k=10
         out_scores[b, :k] = ss
         out_classes[b, :k] = cc
         num[b] = k
-    return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes, "num_detections": num}
+    return {"boxes": out_boxes, "scores": out_scores, "labels": out_classes, "num_detections": num}
 
 
 # ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def _assert_overfits(preset, epochs):
         for box, label in zip(boxes[i], labels[i]):
             if label < 0:
                 continue
-            same = confident & (pred["classes"][i, :n] == label)
+            same = confident & (pred["labels"][i, :n] == label)
             ious = box_ops.pairwise_iou(box[None], pred["boxes"][i, :n][same]).numpy()
             assert ious.size and ious.max() >= 0.9, (i, box, ious)
 

@@ -27,7 +27,7 @@ def test_detections_map_back_to_original_pixels_and_dataset_ids():
     detections = {
         "boxes": np.array([[[20, 40, 80, 120], [0, 0, 0, 0]]], "float32"),
         "scores": np.array([[0.9, 0.0]], "float32"),
-        "classes": np.array([[1, -1]], "int32"),
+        "labels": np.array([[1, -1]], "int32"),
         "num_detections": np.array([1], "int32"),
     }
     meta = {"image_id": np.array([10]), "scale": np.array([2.0], "float32"), "original_size": np.array([[100, 200]])}
@@ -41,7 +41,7 @@ def test_detections_map_back_to_original_pixels_and_dataset_ids():
 def test_boxes_are_clipped_to_the_original_image():
     detections = {
         "boxes": np.array([[[-10, 50, 500, 300]]], "float32"), "scores": np.array([[0.5]], "float32"),
-        "classes": np.array([[0]], "int32"), "num_detections": np.array([1], "int32"),
+        "labels": np.array([[0]], "int32"), "num_detections": np.array([1], "int32"),
     }
     meta = {"image_id": np.array([11]), "scale": np.array([1.0], "float32"), "original_size": np.array([[100, 200]])}
     (result,) = detections_to_coco(detections, meta, [3, 7])

@@ -146,14 +146,14 @@ def _hand_case():
 def _check_padding(out, b, k, max_det):
     np.testing.assert_array_equal(out["boxes"][b, k:], np.zeros((max_det - k, 4)))
     np.testing.assert_array_equal(out["scores"][b, k:], np.zeros((max_det - k,)))
-    np.testing.assert_array_equal(out["classes"][b, k:], np.full((max_det - k,), -1))
+    np.testing.assert_array_equal(out["labels"][b, k:], np.full((max_det - k,), -1))
 
 
 def _run(*args, **kw):
     out = pp.postprocess_detections(*args, **kw)
-    assert set(out.keys()) >= {"boxes", "scores", "classes", "num_detections"}
-    res = {k: to_np(out[k]) for k in ("boxes", "scores", "classes", "num_detections")}
-    assert res["classes"].dtype == np.int32
+    assert set(out.keys()) >= {"boxes", "scores", "labels", "num_detections"}
+    res = {k: to_np(out[k]) for k in ("boxes", "scores", "labels", "num_detections")}
+    assert res["labels"].dtype == np.int32
     assert res["num_detections"].dtype == np.int32
     return res
 
@@ -163,17 +163,17 @@ def test_postprocess_hand_case():
     r = ref.postprocess_detections(scores, boxes, nlp)
     np.testing.assert_array_equal(r["num_detections"], [4, 0])
     np.testing.assert_allclose(r["boxes"][0, :4], eb)
-    np.testing.assert_array_equal(r["classes"][0, :4], ec)
+    np.testing.assert_array_equal(r["labels"][0, :4], ec)
 
     out = _run(scores, boxes, nlp)
     assert out["boxes"].shape == (2, 100, 4)
     assert out["scores"].shape == (2, 100)
-    assert out["classes"].shape == (2, 100)
+    assert out["labels"].shape == (2, 100)
     assert out["num_detections"].shape == (2,)
     np.testing.assert_array_equal(out["num_detections"], [4, 0])
     np.testing.assert_allclose(out["boxes"][0, :4], eb, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out["scores"][0, :4], es, rtol=RTOL, atol=ATOL)
-    np.testing.assert_array_equal(out["classes"][0, :4], ec)
+    np.testing.assert_array_equal(out["labels"][0, :4], ec)
     _check_padding(out, 0, 4, 100)
     _check_padding(out, 1, 0, 100)
 
@@ -200,7 +200,7 @@ def test_postprocess_iou_threshold_argument():
     # at IoU threshold 0.5 the 0.3 box (IoU 0.54 with the 0.7 box of class 1) is suppressed too
     out = _run(scores, boxes, nlp, iou_threshold=0.5)
     np.testing.assert_array_equal(out["num_detections"], [3, 0])
-    np.testing.assert_array_equal(out["classes"][0, :3], [0, 1, 2])
+    np.testing.assert_array_equal(out["labels"][0, :3], [0, 1, 2])
     # at 0.9 nothing overlaps enough: the 0.8 box of class 0 survives
     out = _run(scores, boxes, nlp, iou_threshold=0.9)
     np.testing.assert_array_equal(out["num_detections"], [5, 0])
@@ -218,7 +218,7 @@ def test_postprocess_point_with_two_classes_gives_two_detections():
     out = _run(scores, boxes, [3])
     np.testing.assert_array_equal(out["num_detections"], [3])
     np.testing.assert_allclose(out["scores"][0, :3], [0.6, 0.4, 0.2], rtol=RTOL)
-    np.testing.assert_array_equal(out["classes"][0, :3], [0, 1, 2])
+    np.testing.assert_array_equal(out["labels"][0, :3], [0, 1, 2])
     np.testing.assert_allclose(out["boxes"][0, :3], [[0, 0, 10, 10], [30, 30, 40, 40], [0, 0, 10, 10]])
 
 
@@ -237,7 +237,7 @@ def test_postprocess_pre_nms_top_k_per_level_by_max_class_score():
     out = _run(scores, boxes, [4, 2], pre_nms_top_k=2)
     np.testing.assert_array_equal(out["num_detections"], [4])
     np.testing.assert_allclose(out["scores"][0, :4], [0.9, 0.8, 0.3, 0.2], rtol=RTOL)
-    np.testing.assert_array_equal(out["classes"][0, :4], [0, 1, 1, 2])
+    np.testing.assert_array_equal(out["labels"][0, :4], [0, 1, 1, 2])
     np.testing.assert_allclose(out["boxes"][0, :4], boxes[0, [0, 1, 4, 5]])
     # without the cap: all 3 + 1 + 1 + 1 + 1 + 1 = 8 (p3 contributes one per class)
     out = _run(scores, boxes, [4, 2])
@@ -255,7 +255,7 @@ def test_postprocess_max_detections_keeps_best_sorted():
     np.testing.assert_array_equal(out["num_detections"], [4])
     np.testing.assert_allclose(out["scores"][0], [0.95, 0.85, 0.75, 0.65], rtol=RTOL)
     np.testing.assert_allclose(out["boxes"][0], boxes[0, [1, 6, 3, 8]])
-    np.testing.assert_array_equal(out["classes"][0], [1, 1, 1, 1])
+    np.testing.assert_array_equal(out["labels"][0], [1, 1, 1, 1])
 
 
 def _random_case(rng, counts, batch, num_classes):
@@ -297,7 +297,7 @@ def test_postprocess_random_against_reference(seed):
     assert np.all(exp["num_detections"] > 0)
     np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["classes"], exp["classes"])
+    np.testing.assert_array_equal(out["labels"], exp["labels"])
 
 
 def test_postprocess_defaults_against_reference():
@@ -309,7 +309,7 @@ def test_postprocess_defaults_against_reference():
     np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
     np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["classes"], exp["classes"])
+    np.testing.assert_array_equal(out["labels"], exp["labels"])
 
 
 def test_postprocess_no_hidden_cap_on_nms_candidates():

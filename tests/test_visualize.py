@@ -17,8 +17,8 @@ def test_draw_detections_outlines_each_kept_box_in_its_class_color():
     image = np.zeros((64, 80, 3), np.uint8)
     boxes = np.array([[10, 20, 50, 60], [2, 40, 7, 62], [60, 30, 75, 50]], np.float32)
     scores = np.array([0.9, 0.2, 0.8], np.float32)   # the second is under the threshold
-    classes = np.array([1, 0, -1])                    # the third is a padding row
-    out = np.asarray(draw_detections(image, boxes, scores, classes, class_names=["a", "b"], line_width=1))
+    labels = np.array([1, 0, -1])                     # the third is a padding row
+    out = np.asarray(draw_detections(image, boxes, scores, labels, class_names=["a", "b"], line_width=1))
     assert out.shape == image.shape and not np.shares_memory(out, image) and image.max() == 0
     color = class_color(1)
     # the outline of box 0: its left and right edges and its bottom edge (the label covers the top)

@@ -5,15 +5,17 @@
   `REFERENCE_TEST_SCALE` for the reference's per-image test resize).
 * `preprocess_image`: the same preprocessing for one image at inference.
 * `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them;
-  `read_image`: the same for a file, as NumPy (what `gfocal predict` reads).
+  `read_image`: the same for a file, as NumPy (what `gfocal predict` reads);
+  both defined in `keras_gfocal.image`, with `MEAN` and `STD`.
 * `write_tfrecords` / `read_tfrecords`: sharded TFRecord storage.
 * `make_synthetic_coco`: a tiny synthetic shapes dataset in COCO format.
 """
 
-from keras_gfocal.data.coco import CocoDataset, decode_image, make_dataset, read_image
+from keras_gfocal.data.coco import CocoDataset, make_dataset
 from keras_gfocal.data.synthetic import make_synthetic_coco, synthetic_class_names
 from keras_gfocal.data.tfrecord import read_tfrecords, write_tfrecords
-from keras_gfocal.data.transforms import MEAN, REFERENCE_TEST_SCALE, STD, preprocess_image
+from keras_gfocal.data.transforms import REFERENCE_TEST_SCALE, preprocess_image
+from keras_gfocal.image import MEAN, STD, decode_image, read_image
 
 __all__ = [
     "CocoDataset",

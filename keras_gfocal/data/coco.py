@@ -20,13 +20,13 @@ import concurrent.futures
 import json
 import logging
 import os
-import re
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_gfocal.data import transforms
+from keras_gfocal.image import decode_error_message, decode_image, normalize_image
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,6 @@ DROP_REASONS = {
 MAX_NAMED = 10
 
 
-def _decode_error_message(err):
-    """The useful part of a decoding error: no TF function-node prefix, no op suffix."""
-    text = getattr(err, "message", None) or str(err)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
-    text = re.sub(r"\s*\[Op:\w+\]", "", text)
-    text = re.sub(r"\s*name:\s*$", "", " ".join(text.split()))
-    return text or type(err).__name__
-
-
 def _inspect_image(path, mode):
     """Checks one image file.
 
@@ -124,7 +115,7 @@ def _inspect_image(path, mode):
             data = tf.io.read_file(path)
             tf.io.decode_image(data, channels=3, expand_animations=False)
         except (tf.errors.OpError, ValueError) as err:
-            return ("corrupt", f"cannot decode image ({_decode_error_message(err)})"), (height, width)
+            return ("corrupt", f"cannot decode image ({decode_error_message(err)})"), (height, width)
     return None, (height, width)
 
 
@@ -526,49 +517,12 @@ class CocoDataset:
         return tf.data.Dataset.from_tensor_slices(table).map(gather)
 
 
-def decode_image(image_bytes):
-    """Decodes JPEG / PNG / GIF / BMP bytes into uint8 `[h, w, 3]` RGB.
-
-    Grayscale is repeated to three channels and an alpha channel is dropped.
-    """
-    image = tf.io.decode_image(
-        image_bytes, channels=3, dtype=tf.uint8, expand_animations=False
-    )
-    image.set_shape([None, None, 3])
-    return image
-
-
-def read_image(path):
-    """Reads one image file as uint8 `[h, w, 3]` RGB NumPy, exactly as training decodes it.
-
-    The same `decode_image` serves `make_dataset`, evaluation, `gfocal predict`
-    and the exports, so every path sees the same pixels: 16-bit PNGs are scaled
-    to 8 bits (value / 257), grayscale is repeated to three channels, palette
-    PNGs are expanded, CMYK JPEGs are converted to RGB and an alpha channel is
-    dropped. EXIF orientation is ignored everywhere: pixels stay in the order
-    they are stored, the order COCO boxes and `height` / `width` refer to.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file cannot be decoded (message names the file).
-    """
-    path = str(path)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"Image not found: {path}")
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            data = f.read()
-        return decode_image(tf.constant(data)).numpy()
-    except (tf.errors.OpError, ValueError) as err:
-        raise ValueError(f"Cannot decode image {path}: {_decode_error_message(err)}") from None
-
-
 def make_dataset(
     dataset,
     *,
     training,
     batch_size,
-    image_size=(800, 1333),
+    image_size=transforms.REFERENCE_IMAGE_SIZE,
     max_boxes=100,
     multiscale=None,
     flip_prob=None,
@@ -584,7 +538,7 @@ def make_dataset(
 
     Per image: decode (`tf.io.decode_image`, 3 channels) -> keep-ratio resize to fit
     `image_size` (or a random multi-scale canvas) -> random horizontal flip
-    (training) -> normalise with `transforms.MEAN` / `transforms.STD` -> zero-pad
+    (training) -> normalise with `keras_gfocal.image.MEAN` / `STD` -> zero-pad
     bottom/right to `padded_size(image_size, pad_to_multiple)`; boxes are
     resized / flipped alongside, then truncated / padded to `max_boxes` rows.
 
@@ -603,8 +557,9 @@ def make_dataset(
             left out, remainder dropped) or evaluation pipeline (all images, in
             order, with metadata).
         batch_size: images per batch.
-        image_size: `(H, W)` canvas that resized images fit into; `(800, 1333)` is
-            the reference's 1333x800 keep-ratio resize.
+        image_size: `(H, W)` canvas that resized images fit into; the default,
+            `transforms.REFERENCE_IMAGE_SIZE` `(800, 1333)`, is the reference's
+            1333x800 keep-ratio resize.
         max_boxes: rows of the padded target tensors; extra boxes are dropped
             (the first `max_boxes` are kept).
         multiscale: `None`, or `(min_short, max_short)`: in training, the shorter
@@ -716,9 +671,9 @@ def make_dataset(
         resized_size = tf.shape(image)[:2]
         image, boxes, _ = transforms.random_horizontal_flip(image, boxes, flip_prob, flip_seed)
         if test_scale is not None:
-            image = transforms.pad_up_to_multiple(transforms.normalize_image(image), pad_to_multiple)
+            image = transforms.pad_up_to_multiple(normalize_image(image), pad_to_multiple)
         else:
-            image = transforms.pad_to_size(transforms.normalize_image(image), pad_size)
+            image = transforms.pad_to_size(normalize_image(image), pad_size)
         boxes, labels = transforms.pad_boxes(boxes, labels, max_boxes)
         targets = {"boxes": boxes, "labels": labels, "image_size": tf.ensure_shape(resized_size, [2])}
         if training:

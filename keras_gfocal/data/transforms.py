@@ -8,9 +8,10 @@ convention of the reference (MMDetection): a box covering the whole image of wid
 
 The order used for training and evaluation follows the reference recipe:
 
-1. `resize_keep_ratio` (or `random_resize_keep_ratio` for multi-scale training),
+1. `resize_keep_ratio` (into a `random_short_side_target` canvas for multi-scale
+   training),
 2. `random_horizontal_flip` (training only),
-3. `normalize_image` with `MEAN` / `STD` (RGB, 0..255 input),
+3. `keras_gfocal.image.normalize_image` with its `MEAN` / `STD` (RGB, 0..255 input),
 4. `pad_to_size` with zeros at the bottom and right, to a fixed canvas of
    `padded_size(image_size, 32)`, so every batch has one static shape.
 
@@ -39,13 +40,16 @@ pixel), so predictions map back to original pixels exactly by dividing by `scale
 
 import tensorflow as tf
 
-#: Per-channel RGB mean of ImageNet in 0..255 units, as in the reference.
-MEAN = (123.675, 116.28, 103.53)
-#: Per-channel RGB standard deviation of ImageNet in 0..255 units.
-STD = (58.395, 57.12, 57.375)
+from keras_gfocal.image import normalize_image
 
+#: The reference's training canvas `(H, W)` (MMDetection's `Resize(img_scale=(1333, 800))`):
+#: the default of training, of the data pipeline, and of exporting or analysing
+#: a model that records no canvas of its own.
+REFERENCE_IMAGE_SIZE = (800, 1333)
 
-#: The reference's test-time scale limits: (short side, long side).
+#: The reference's test-time scale limits: (short side, long side). The same
+#: numbers as `REFERENCE_IMAGE_SIZE`, another rule: limits that follow each
+#: image's orientation, not a fixed canvas.
 REFERENCE_TEST_SCALE = (800, 1333)
 
 
@@ -242,21 +246,6 @@ def random_horizontal_flip(image, boxes, prob, seed):
         lambda: (tf.identity(image), tf.identity(boxes)),
     )
     return image, boxes, flipped
-
-
-def normalize_image(image):
-    """Normalises an RGB image: `(image - MEAN) / STD`, computed in float32.
-
-    Args:
-        image: `[..., 3]` tensor with 0..255 values (any real or integer dtype).
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    image = tf.cast(image, tf.float32)
-    mean = tf.constant(MEAN, tf.float32)
-    std = tf.constant(STD, tf.float32)
-    return (image - mean) / std
 
 
 def pad_to_size(image, size):

@@ -16,16 +16,16 @@ Two input contracts:
 import numpy as np
 import tensorflow as tf
 
-from keras_gfocal.data.coco import decode_image
-from keras_gfocal.data.transforms import MEAN, STD, padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE, padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.image import MEAN, decode_image, normalize_image
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
-DETECTION_KEYS = ("boxes", "scores", "classes", "labels", "num_detections", "edge_confidence")
 
 
 def model_image_size(model, image_size=None):
-    """The resize canvas ``(H, W)``: the argument, the model's training size, or 800x1333."""
-    size = image_size or getattr(model, "image_size", None) or (800, 1333)
+    """The resize canvas ``(H, W)``: the argument, the model's training size, or
+    the reference's (`keras_gfocal.data.transforms.REFERENCE_IMAGE_SIZE`)."""
+    size = image_size or getattr(model, "image_size", None) or REFERENCE_IMAGE_SIZE
     return tuple(int(v) for v in size)
 
 
@@ -51,35 +51,21 @@ def canvas_from_image(image, image_size, dtype=np.float32):
     return canvas.astype(dtype), float(scale.numpy())
 
 
-def normalize(pixels):
-    """0..255 RGB (any dtype) -> the model's normalised float32 input."""
-    return (tf.cast(pixels, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
-
-
-def _with_category_ids(model, detections):
-    """``classes`` (contiguous labels from `GFocalDetector.decode`) become
-    ``labels``; ``classes`` become the dataset's category ids (-1 stays -1)."""
-    labels = detections.pop("classes")
-    ids = tf.constant(model.category_ids or list(range(model.num_classes)), tf.int32)
-    detections["labels"] = labels
-    detections["classes"] = tf.where(labels >= 0, tf.gather(ids, tf.maximum(labels, 0)), -1)
-    return detections
-
-
 def detect_on_canvas(model, pixels, nms=True):
     """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
 
-    With ``nms``: dict of `DETECTION_KEYS` (``classes`` are category ids,
-    ``labels`` contiguous). Without: ``{"cls_scores": [B, A, C], "reg_logits":
-    [B, A, 4 * (reg_max + 1)]}`` for `numpy_postprocess.postprocess`.
+    With ``nms``: the `keras_gfocal.postprocess.DETECTION_KEYS` (``labels``
+    contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores":
+    [B, A, C], "reg_logits": [B, A, 4 * (reg_max + 1)]}`` for
+    `numpy_postprocess.postprocess`.
     """
-    images = normalize(pixels)
+    images = normalize_image(pixels)
     outputs = model(images, training=False)
     if not nms:
         return {"cls_scores": outputs["cls_scores"], "reg_logits": outputs["reg_logits"]}
     # The scope names the ops that full-int8 TFLite keeps in float.
     with tf.name_scope(POSTPROCESS_SCOPE):
-        return _with_category_ids(model, model.decode(images, outputs))
+        return model.decode(images, outputs)
 
 
 def detect_end_to_end(model, images, image_size):
@@ -89,7 +75,8 @@ def detect_end_to_end(model, images, image_size):
         images: uint8 ``[B, h, w, 3]`` (one size per batch).
         image_size: ``(H, W)`` resize canvas.
     Returns:
-        dict of `DETECTION_KEYS`; boxes xyxy in input-image pixels.
+        dict of `keras_gfocal.postprocess.DETECTION_KEYS`; boxes xyxy in
+        input-image pixels.
     """
     shape = tf.shape(images)
     checks = [
@@ -142,6 +129,6 @@ def _finish(model, canvases, scales, originals):
     boxes = detections["boxes"] / scales[:, None, None]
     h, w = originals[:, 0], originals[:, 1]
     limits = tf.stack([w, h, w, h], axis=-1)[:, None, :]
-    valid = detections["classes"] >= 0
+    valid = detections["labels"] >= 0
     detections["boxes"] = tf.where(valid[..., None], tf.minimum(boxes, limits), 0.0)
-    return _with_category_ids(model, detections)
+    return detections

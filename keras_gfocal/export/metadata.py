@@ -8,7 +8,9 @@ settings, the format, and the package version.
 import json
 import os
 
-from keras_gfocal.data.transforms import MEAN, STD, padded_size
+from keras_gfocal.data.transforms import padded_size
+from keras_gfocal.image import MEAN, STD
+from keras_gfocal.postprocess import DETECTIONS
 
 METADATA_NAME = "gfocal_metadata.json"
 
@@ -41,6 +43,8 @@ def build_metadata(model, image_size, export_format, **extra):
             "iou_threshold": float(model.iou_threshold),
             "max_detections": int(model.max_detections),
         },
+        # What each detection output holds: the same names in every format.
+        "detections": dict(DETECTIONS),
         **extra,
     }
 

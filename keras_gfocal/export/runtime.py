@@ -14,6 +14,10 @@ import numpy as np
 
 from keras_gfocal.export import graphs, numpy_postprocess
 from keras_gfocal.export.metadata import METADATA_NAME, read_metadata
+from keras_gfocal.postprocess import DETECTION_KEYS
+
+# `detect` returns one image's detections: no batch axis, no padding, no count.
+IMAGE_DETECTION_KEYS = tuple(k for k in DETECTION_KEYS if k != "num_detections")
 
 
 def _check_image(image):
@@ -30,10 +34,11 @@ def _check_image(image):
 class Detector:
     """Base class. Attributes: ``class_names``, ``category_ids``, ``image_size``, ``format``.
 
-    ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections:
-    ``boxes [n, 4]`` xyxy in the image's pixels, ``scores [n]``, ``labels [n]``
-    (contiguous), ``category_ids [n]`` (the dataset's ids) and, where the
-    format keeps it, ``edge_confidence [n, 4]``.
+    ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections,
+    `IMAGE_DETECTION_KEYS` (the names of `GFocalDetector.predict` and every
+    export, see `keras_gfocal.postprocess`): ``boxes [n, 4]`` xyxy in the
+    image's pixels, ``scores [n]``, ``labels [n]`` (contiguous class index),
+    ``category_ids [n]`` (the dataset's ids) and ``edge_confidence [n, 4]``.
     """
 
     format = None
@@ -98,7 +103,7 @@ class KerasDetector(Detector):
             self.metadata["preprocessing"]["pad"] = "bottom/right with zeros (after normalising) to a multiple of 32"
 
     def detect(self, image):
-        from keras_gfocal.data import preprocess_image
+        from keras_gfocal.data.transforms import preprocess_image
 
         image = _check_image(image)
         if self.test_scale is not None:
@@ -108,7 +113,7 @@ class KerasDetector(Detector):
             canvas, scale = preprocess_image(image, self.image_size)
         det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
         n = int(det["num_detections"])
-        return self._finish(det["boxes"][:n], det["scores"][:n], det["classes"][:n], float(scale), image.shape,
+        return self._finish(det["boxes"][:n], det["scores"][:n], det["labels"][:n], float(scale), image.shape,
                             {"edge_confidence": det["edge_confidence"][:n]})
 
 
@@ -127,10 +132,9 @@ class SavedModelDetector(Detector):
         image = _check_image(image)
         det = {k: v.numpy()[0] for k, v in self.signature(images=image[None]).items()}
         n = int(det["num_detections"])
-        return {
-            "boxes": det["boxes"][:n], "scores": det["scores"][:n], "labels": det["labels"][:n],
-            "category_ids": det["classes"][:n], "edge_confidence": det["edge_confidence"][:n],
-        }
+        if "category_ids" not in det:  # exported by 0.1, which named the ids ``classes``
+            det["category_ids"] = det["classes"]
+        return {k: det[k][:n] for k in IMAGE_DETECTION_KEYS}
 
 
 class TFLiteDetector(Detector):

@@ -7,6 +7,16 @@ import tensorflow as tf
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
 
+# In 0.1 the signatures named the category ids ``classes``; TF Serving
+# clients read outputs by name, so the old name stays for one release.
+DEPRECATED_ALIASES = {"classes": "category_ids"}
+
+
+def _with_deprecated_aliases(detections):
+    for old, new in DEPRECATED_ALIASES.items():
+        detections[old] = tf.identity(detections[new], name=old)
+    return detections
+
 
 class _Serving(tf.Module):
     def __init__(self, model, image_size):
@@ -19,11 +29,11 @@ class _Serving(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
-        return graphs.detect_end_to_end(self.model, images, self.image_size)
+        return _with_deprecated_aliases(graphs.detect_end_to_end(self.model, images, self.image_size))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(self, image_bytes):
-        return graphs.detect_encoded(self.model, image_bytes, self.image_size)
+        return _with_deprecated_aliases(graphs.detect_encoded(self.model, image_bytes, self.image_size))
 
 
 def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
@@ -34,10 +44,13 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
             size per batch).
         ``detect_bytes``: ``image_bytes`` string ``[B]`` of encoded JPEG / PNG /
             GIF / BMP (what TF Serving's REST API sends as ``{"b64": ...}``).
-    Both return ``boxes [B, D, 4]`` xyxy in each input image's pixels,
-    ``scores [B, D]``, ``classes [B, D]`` (the dataset's category ids, -1 on
-    padding), ``labels [B, D]`` (contiguous), ``num_detections [B]`` and
-    ``edge_confidence [B, D, 4]``.
+    Both return the `keras_gfocal.postprocess.DETECTION_KEYS`, as `predict()`
+    does: ``boxes [B, D, 4]`` xyxy in each input image's pixels, ``scores
+    [B, D]``, ``labels [B, D]`` (contiguous class index, -1 on padding),
+    ``category_ids [B, D]`` (the dataset's category ids, -1 on padding),
+    ``num_detections [B]`` and ``edge_confidence [B, D, 4]``; and
+    ``classes``, a deprecated alias of ``category_ids`` (its name in 0.1),
+    to be removed in the next release.
 
     Returns:
         the version folder.

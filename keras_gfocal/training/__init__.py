@@ -1,6 +1,11 @@
-"""Training utilities: the reference schedule and optimiser, callbacks, the training loop."""
+"""Training utilities: the reference schedule and optimiser, callbacks, the training loop.
 
-from keras_gfocal.training.schedules import (
+The schedule and optimiser are defined in `keras_gfocal.schedules`, below the
+model, so that a loaded model can restore its optimiser without importing
+training; they are named here too, beside the loop that uses them.
+"""
+
+from keras_gfocal.schedules import (
     WarmupStepDecay,
     reference_optimizer,
     reference_schedule,

@@ -12,9 +12,10 @@ import keras
 import tensorflow as tf
 
 from keras_gfocal.data import CocoDataset, make_dataset
+from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
 from keras_gfocal.detector import GFocalDetector
 from keras_gfocal.training.callbacks import CocoEvalCallback, EpochCSVLogger
-from keras_gfocal.training.schedules import reference_optimizer, reference_schedule, scaled_lr
+from keras_gfocal.schedules import reference_optimizer, reference_schedule, scaled_lr
 
 
 def default_strategy():
@@ -42,7 +43,7 @@ def train(
     preset="gfocal_v2_tiny",
     epochs=12,
     batch_size=16,
-    image_size=(800, 1333),
+    image_size=REFERENCE_IMAGE_SIZE,
     out="runs/gfocal",
     backbone_weights="default",
     learning_rate=None,

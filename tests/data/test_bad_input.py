@@ -190,8 +190,8 @@ def _kinds(folder):
 
 
 def test_one_reader_same_pixels_in_predict_training_and_evaluation(tmp_path):
-    from keras_gfocal.cli import predict_images
-    from keras_gfocal.data.transforms import MEAN, STD
+    from keras_gfocal.prediction import predict_images
+    from keras_gfocal.image import MEAN, STD
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -45,3 +45,17 @@ def test_evaluate_and_predict_accept_exports(exports, synthetic, tmp_path, capsy
     assert len(predictions) == 24 and all(os.path.exists(p["picture"]) for p in predictions)
     detection = next(d for p in predictions for d in p["detections"])
     assert len(detection["edge_confidence_ltrb"]) == 4
+
+
+def test_export_choices_and_the_default_canvas_come_from_the_library():
+    from keras_gfocal.cli import build_parser
+    from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
+    from keras_gfocal.export import FORMATS
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    export_flags = {a.dest: a for a in commands["export"]._actions}
+    assert tuple(export_flags["format"].choices) == FORMATS == ("saved_model", "tflite", "onnx")
+    assert list(export_flags["quantize"].choices) == ["float16", "dynamic", "int8"]
+    train_flags = {a.dest: a for a in commands["train"]._actions}
+    assert train_flags["image_size"].default == REFERENCE_IMAGE_SIZE == (800, 1333)
+    assert "default 800,1333" in train_flags["image_size"].help

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_gfocal.training import WarmupStepDecay, reference_schedule, scaled_lr
+from keras_gfocal.schedules import WarmupStepDecay, reference_schedule, scaled_lr
 
 
 def _expected(step, base, boundaries, warmup, ratio=0.001):
@@ -35,3 +35,31 @@ def test_schedule_serialises():
     config = keras.optimizers.schedules.serialize(schedule)
     restored = keras.optimizers.schedules.deserialize(config)
     assert restored.get_config() == schedule.get_config()
+
+
+_LOAD_WITHOUT_TRAINING = """
+import sys
+import keras
+import keras_gfocal
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+schedule = model.optimizer.get_config()["learning_rate"]
+print(schedule["class_name"], schedule["config"]["boundaries"], schedule["config"]["warmup_steps"])
+print(sorted(m for m in sys.modules if m.startswith("keras_gfocal.training")))
+"""
+
+
+def test_a_loaded_model_restores_its_schedule_without_importing_training(tmp_path):
+    import subprocess
+    import sys
+
+    from keras_gfocal import GFocalDetector
+    from keras_gfocal.schedules import reference_optimizer
+
+    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, backbone_weights=None)
+    model.compile(optimizer=reference_optimizer(WarmupStepDecay(0.01, [30, 40], warmup_steps=7)))
+    model(np.zeros((1, 64, 64, 3), "float32"))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    out = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_TRAINING, path], capture_output=True, text=True,
+                         check=False, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.stdout.splitlines()[-2:] == ["WarmupStepDecay [30, 40] 7", "[]"], out.stdout + out.stderr

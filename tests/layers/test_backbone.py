@@ -1,4 +1,5 @@
-"""The backbone contract, the detector's backbone object, initialisation and old files."""
+"""The backbone contract (`Backbone`, `TinyBackbone`), the detector's backbone object, initialisation
+and old files."""
 
 import itertools
 import json
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_gfocal import GFocalDetector
-from keras_gfocal.layers import ResNetBackbone, TinyBackbone
+from keras_gfocal.layers import Backbone, TinyBackbone
 
 
 def test_no_two_layers_start_equal():
@@ -82,18 +83,64 @@ def test_keras_files_from_before_the_reference_network_say_so(tmp_path):
         keras.saving.load_model(old)
 
 
-def test_resnet_pads_stride_2_convs_symmetrically():
-    # One-hot input at (0, 0): with PyTorch's padding=1 on each side, the stride-2 3x3
-    # conv's output (0, 0) sees input (0, 0) through kernel tap (1, 1); Keras' "same"
-    # would pad only after and use tap (0, 0).
-    backbone = ResNetBackbone(50)
-    block = backbone.stages[1][0]  # layer2.0: the stride-2 3x3 conv
-    block.build((None, 8, 8, 256))
-    kernel = np.zeros(block.conv2.kernel.shape, "float32")
-    kernel[1, 1, 0, 0] = 1.0
-    block.conv2.kernel.assign(kernel)
-    x = np.zeros((1, 8, 8, 128), "float32")
-    x[0, 0, 0, 0] = 1.0
-    y = np.asarray(block.conv2(block.pad2(x)))
-    assert y.shape == (1, 4, 4, 128)
-    assert y[0, 0, 0, 0] == 1.0 and np.count_nonzero(y) == 1
+class _Strided(Backbone):
+    """The smallest backbone that keeps the contract: average pooling to strides 8, 16, 32."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.output_channels = (3, 3, 3)
+
+    def call(self, images):
+        return [keras.ops.average_pool(images, s, s) for s in self.output_strides]
+
+
+def test_the_contract_a_subclass_inherits():
+    backbone = _Strided()
+    assert backbone.output_strides == (8, 16, 32)
+    assert backbone.compute_output_shape((2, 64, 96, 3)) == [(2, 8, 12, 3), (2, 4, 6, 3), (2, 2, 3, 3)]
+    assert backbone.compute_output_shape((None, None, 96, 3)) == [(None, None, 12, 3), (None, None, 6, 3),
+                                                                   (None, None, 3, 3)]
+    with pytest.raises(ValueError, match=r"_Strided has no pretrained weights to load \(asked for 'imagenet'\)"):
+        backbone.load_pretrained("imagenet")
+    # A detector runs on it as on any backbone.
+    model = GFocalDetector(backbone, num_classes=2, fpn_channels=8, head_channels=8, stacked_convs=1, groups=4)
+    assert model(np.zeros((1, 64, 96, 3), "float32"))["cls_scores"].shape == (1, 8 * 12 + 4 * 6 + 2 * 3 + 2 + 1, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    backbone = TinyBackbone(base_width=4, blocks_per_stage=1, name="tiny")
+    backbone.build((None, 64, 96, 3))
+    return backbone
+
+
+def test_tiny_backbone_shapes_and_channels(tiny):
+    images = np.random.default_rng(0).normal(size=(2, 64, 96, 3)).astype("float32")
+    outputs = [np.asarray(c) for c in tiny(images)]
+    assert tiny.output_channels == (16, 32, 64)  # 4, 8, 16 x base_width
+    assert [c.shape for c in outputs] == [(2, 8, 12, 16), (2, 4, 6, 32), (2, 2, 3, 64)]
+    assert [tuple(s) for s in tiny.compute_output_shape((2, 64, 96, 3))] == [c.shape for c in outputs]
+    assert all(np.all(c >= 0) for c in outputs)  # each stage ends in a ReLU
+    assert len(tiny.stages) == 5 and all(len(stage) == 3 for stage in tiny.stages)  # conv, GroupNorm, ReLU
+
+
+def test_tiny_backbone_does_not_depend_on_how_a_batch_is_split(tiny):
+    # GroupNorm normalises each image on its own: two images together give what each gives alone.
+    images = np.random.default_rng(1).normal(size=(2, 64, 96, 3)).astype("float32")
+    together = [np.asarray(c) for c in tiny(images)]
+    for i in range(2):
+        alone = [np.asarray(c) for c in tiny(images[i : i + 1])]
+        for a, b in zip(alone, together):
+            np.testing.assert_allclose(a[0], b[i], rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_backbone_config_round_trip(tiny):
+    config = tiny.get_config()
+    assert config["base_width"] == 4 and config["blocks_per_stage"] == 1
+    clone = TinyBackbone.from_config(config)
+    assert clone.get_config() == config
+    clone.build((None, 64, 96, 3))
+    clone.set_weights(tiny.get_weights())
+    images = np.random.default_rng(2).normal(size=(1, 64, 96, 3)).astype("float32")
+    for a, b in zip(tiny(images), clone(images)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

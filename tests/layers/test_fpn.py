@@ -62,3 +62,42 @@ def test_p6_reads_the_smoothed_p5_not_c5(fpn_and_inputs):
         np.testing.assert_allclose(p6, (2 * c5 + 1)[:, ::2, ::2], atol=1e-6)
     finally:
         fpn.smooth[2].set_weights([kernel, bias])
+
+
+def test_fpn_shapes_on_odd_sizes():
+    # P6 and P7: 3x3 stride-2 convs padded one pixel on every side, so ceil(n / 2).
+    fpn = FPN(channels=5)
+    inputs = [np.zeros((2, 20, 36, 3), np.float32), np.zeros((2, 10, 18, 4), np.float32),
+              np.zeros((2, 5, 9, 6), np.float32)]
+    outputs = fpn(inputs)
+    assert [tuple(p.shape) for p in outputs] == [(2, 20, 36, 5), (2, 10, 18, 5), (2, 5, 9, 5), (2, 3, 5, 5),
+                                                 (2, 2, 3, 5)]
+
+
+def test_every_conv_has_a_bias_and_its_own_xavier_uniform_kernel():
+    fpn = FPN(channels=16)
+    fpn.build([(None, 32, 32, 8), (None, 16, 16, 24), (None, 8, 8, 40)])
+    convs = list(fpn.laterals) + list(fpn.smooth) + [fpn.p6, fpn.p7]
+    assert len(convs) == 8
+    kernels = []
+    for conv in convs:
+        kernel = np.asarray(conv.kernel)
+        k, _, fan_in_channels, fan_out_channels = kernel.shape
+        bound = np.sqrt(6.0 / (k * k * (fan_in_channels + fan_out_channels)))
+        assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.9 * bound, conv.name
+        np.testing.assert_array_equal(np.asarray(conv.bias), np.zeros(16))
+        kernels.append(kernel)
+    same_shape = [(a, b) for a, b in zip(kernels[3:], kernels[4:]) if a.shape == b.shape]  # output_p3.. and p6, p7
+    assert same_shape and all(not np.array_equal(a, b) for a, b in same_shape)
+
+
+def test_fpn_config_round_trip(fpn_and_inputs):
+    fpn, inputs = fpn_and_inputs
+    config = fpn.get_config()
+    assert config["channels"] == CH
+    clone = FPN.from_config(config)
+    assert clone.get_config() == config
+    clone.build([c.shape for c in inputs])
+    clone.set_weights(fpn.get_weights())
+    for a, b in zip(fpn(list(inputs)), clone(list(inputs))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

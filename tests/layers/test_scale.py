@@ -33,3 +33,12 @@ def test_scale_config_round_trip():
     clone = Scale.from_config(layer.get_config())
     assert clone.initial_value == 0.75 and clone.name == "s3"
     np.testing.assert_allclose(np.asarray(clone(np.ones((1,), np.float32))), [0.75])
+
+
+def test_scale_keeps_any_shape_and_the_input_dtype():
+    layer = Scale(initial_value=2.0, dtype="mixed_float16")
+    x = np.arange(24, dtype=np.float16).reshape(1, 2, 3, 4)
+    y = layer(x)
+    assert tuple(y.shape) == x.shape and y.dtype == "float16"
+    assert layer.trainable_weights[0].dtype == "float32"  # the scalar itself stays float32
+    np.testing.assert_array_equal(np.asarray(y), 2 * x)

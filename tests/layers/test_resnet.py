@@ -1,0 +1,128 @@
+"""ResNetBackbone and Bottleneck: shapes, freezing, config, and a bottleneck's numbers in NumPy."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gfocal.layers import ResNetBackbone
+from keras_gfocal.layers.resnet import RESNET_BLOCKS, Bottleneck
+
+
+def test_resnet_pads_stride_2_convs_symmetrically():
+    # One-hot input at (0, 0): with PyTorch's padding=1 on each side, the stride-2 3x3
+    # conv's output (0, 0) sees input (0, 0) through kernel tap (1, 1); Keras' "same"
+    # would pad only after and use tap (0, 0).
+    backbone = ResNetBackbone(50)
+    block = backbone.stages[1][0]  # layer2.0: the stride-2 3x3 conv
+    block.build((None, 8, 8, 256))
+    kernel = np.zeros(block.conv2.kernel.shape, "float32")
+    kernel[1, 1, 0, 0] = 1.0
+    block.conv2.kernel.assign(kernel)
+    x = np.zeros((1, 8, 8, 128), "float32")
+    x[0, 0, 0, 0] = 1.0
+    y = np.asarray(block.conv2(block.pad2(x)))
+    assert y.shape == (1, 4, 4, 128)
+    assert y[0, 0, 0, 0] == 1.0 and np.count_nonzero(y) == 1
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    backbone = ResNetBackbone(50)
+    backbone.build((None, 64, 96, 3))
+    return backbone
+
+
+def test_resnet50_shapes_and_channels(resnet50):
+    images = np.random.default_rng(0).normal(size=(1, 64, 96, 3)).astype("float32")
+    outputs = resnet50(images)
+    assert [tuple(c.shape) for c in outputs] == [(1, 8, 12, 512), (1, 4, 6, 1024), (1, 2, 3, 2048)]
+    assert resnet50.output_channels == (512, 1024, 2048)
+    assert [len(stage) for stage in resnet50.stages] == [3, 4, 6, 3]
+    assert [len(stage) for stage in ResNetBackbone(101).stages] == list(RESNET_BLOCKS[101]) == [3, 4, 23, 3]
+
+
+def test_reference_freezing_and_batchnorm_in_inference_mode(resnet50):
+    # frozen_stages=1: the stem and layer1 frozen; BatchNorm statistics never train.
+    assert all(not layer.trainable for layer in resnet50.stem)
+    assert all(not block.trainable for block in resnet50.stages[0])
+    assert all(block.trainable for stage in resnet50.stages[1:] for block in stage)
+    paths = [w.path.split("/", 1)[1] for w in resnet50.trainable_weights]
+    assert all(p.split("_")[0] in ("layer2", "layer3", "layer4") for p in paths), paths[:3]
+    assert not any("moving" in p for p in paths)
+    # 13 blocks in layer2-4 x (3 kernels + 3 BatchNorm gammas and betas), 3 projection shortcuts x 3
+    assert len(paths) == 13 * 9 + 3 * 3
+    bn = resnet50.stages[1][0].bn1
+    gamma_beta = {w.name for w in bn.trainable_weights}
+    assert gamma_beta == {"gamma", "beta"}
+    before = np.asarray(bn.moving_mean).copy()
+    images = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype("float32")
+    trained = [np.asarray(c) for c in resnet50(images, training=True)]
+    inferred = [np.asarray(c) for c in resnet50(images, training=False)]
+    np.testing.assert_array_equal(np.asarray(bn.moving_mean), before)
+    for a, b in zip(trained, inferred):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_frozen_stages_zero_and_bad_arguments():
+    backbone = ResNetBackbone(50, frozen_stages=0)
+    assert all(layer.trainable for layer in backbone.stem)
+    with pytest.raises(ValueError, match=r"depth must be one of \[50, 101\], got 34"):
+        ResNetBackbone(34)
+    with pytest.raises(ValueError, match=r"frozen_stages must be in \[0, 4\], got 5"):
+        ResNetBackbone(50, frozen_stages=5)
+
+
+def test_resnet_config_round_trip_names_no_weights():
+    backbone = ResNetBackbone(101, frozen_stages=2, name="r101")
+    config = backbone.get_config()
+    assert config["depth"] == 101 and config["frozen_stages"] == 2 and "weights" not in config
+    clone = ResNetBackbone.from_config(config)
+    assert clone.get_config() == config and clone.name == "r101"
+
+
+def _conv_nhwc(x, kernel, stride=1, pad=0):
+    """A plain NumPy convolution (cross-correlation, as Keras), symmetric zero padding."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    k = kernel.shape[0]
+    h = (x.shape[1] - k) // stride + 1
+    w = (x.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
+    for i in range(h):
+        for j in range(w):
+            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
+            out[:, i, j] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+def _bn_numpy(x, bn):
+    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in (bn.gamma, bn.beta, bn.moving_mean,
+                                                                   bn.moving_variance))
+    return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+
+
+def test_bottleneck_numbers_with_a_projection_shortcut():
+    rng = np.random.default_rng(4)
+    block = Bottleneck(2, strides=2, downsample=True)
+    block.build((None, 5, 7, 3))
+    for bn in (block.bn1, block.bn2, block.bn3, block.downsample_bn):
+        n = bn.gamma.shape[0]
+        bn.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(size=n), rng.normal(size=n), rng.uniform(0.5, 2, n)])
+    x = rng.normal(size=(1, 5, 7, 3))
+    y = np.asarray(block(x.astype("float32")))
+    assert y.shape == (1, 3, 4, 8) == block.compute_output_shape((1, 5, 7, 3))  # ceil(5 / 2), ceil(7 / 2), 4 x 2
+
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    k = lambda conv: np.asarray(conv.kernel, np.float64)  # noqa: E731
+    inner = relu(_bn_numpy(_conv_nhwc(x, k(block.conv1)), block.bn1))
+    inner = relu(_bn_numpy(_conv_nhwc(inner, k(block.conv2), stride=2, pad=1), block.bn2))
+    inner = _bn_numpy(_conv_nhwc(inner, k(block.conv3)), block.bn3)
+    shortcut = _bn_numpy(_conv_nhwc(x, k(block.downsample_conv), stride=2), block.downsample_bn)
+    np.testing.assert_allclose(y, relu(inner + shortcut), rtol=1e-4, atol=1e-5)
+
+
+def test_bottleneck_config_round_trip():
+    block = Bottleneck(4, strides=2, downsample=True, name="layer2_0")
+    config = block.get_config()
+    assert (config["width"], config["strides"], config["downsample"]) == (4, 2, True)
+    clone = keras.layers.deserialize(keras.layers.serialize(block))
+    assert isinstance(clone, Bottleneck) and clone.get_config() == config
