@@ -31,12 +31,13 @@ QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
 def calibration_images(ann, images, image_size, count=100):
     """Canvas images from a COCO-format dataset for full-int8 calibration."""
-    from keras_gfocal.data import CocoDataset, decode_image
+    from keras_gfocal.data import CocoDataset
+    from keras_gfocal.image import read_image
 
     dataset = CocoDataset(ann, images, skip_bad_images=True)
     ids = list(dataset.image_ids)[:count]
     for image_id in tqdm(ids, desc="calibrate", unit="image", leave=False):
-        image = decode_image(tf.io.read_file(dataset.image_path(image_id))).numpy()
+        image = read_image(dataset.image_path(image_id))
         yield graphs.canvas_from_image(image, image_size)[0]
 
 

@@ -16,7 +16,7 @@ class Backbone(keras.layers.Layer):
     """Base class of GFocal backbones: what a detector may rely on.
 
     Input: ``[B, H, W, 3]`` float images, RGB normalised with the reference
-        mean and std (`keras_gfocal.data.transforms.MEAN` / ``STD``): exactly
+        mean and std (`keras_gfocal.image.MEAN` / ``STD``): exactly
         the batch the detector receives. H and W are multiples of 32. A
         backbone whose weights expect another input convention converts it in
         its own ``call``.

@@ -16,6 +16,7 @@ from keras_gfocal.data import CocoDataset
 from keras_gfocal.evaluation import coco_evaluate, detect_coco
 from keras_gfocal.export import load_detector, numpy_postprocess, read_metadata, tflite_op_names
 from keras_gfocal.export.runtime import KerasDetector
+from keras_gfocal.postprocess import DETECTION_KEYS
 
 TFLITE = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8", "tflite_float32_nonms",
           "tflite_float16_nonms")
@@ -103,7 +104,8 @@ def test_saved_model_layout_and_signatures(exports):
     (data,) = loaded.signatures["detect_bytes"].structured_input_signature[1].values()
     assert data.dtype == tf.string and data.shape.as_list() == [None]
     outputs = set(loaded.signatures["serving_default"].structured_outputs)
-    assert outputs == {"boxes", "scores", "classes", "labels", "num_detections", "edge_confidence"}
+    # every detection key, and "classes", the deprecated alias of category_ids kept for TF Serving clients
+    assert outputs == set(DETECTION_KEYS) | {"classes"}
     cli = subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", path, "--all"],
         capture_output=True, text=True,
@@ -123,10 +125,10 @@ def test_saved_model_batch_bytes_and_category_ids(exports, synthetic, trained):
     n = int(batch["num_detections"][0])
     assert n > 0 and int(encoded["num_detections"][0]) == n
     np.testing.assert_allclose(encoded["boxes"][0, :n], batch["boxes"][0, :n], atol=1e-3)
-    np.testing.assert_array_equal(encoded["classes"][0, :n], batch["classes"][0, :n])
-    # classes are the dataset's category ids; labels the contiguous indices behind them
+    np.testing.assert_array_equal(encoded["category_ids"][0, :n], batch["category_ids"][0, :n])
+    # category_ids are the dataset's ids; labels the contiguous indices behind them
     ids = np.array(trained[0].category_ids)
-    np.testing.assert_array_equal(batch["classes"][0, :n], ids[batch["labels"][0, :n].numpy()])
+    np.testing.assert_array_equal(batch["category_ids"][0, :n], ids[batch["labels"][0, :n].numpy()])
     assert set(ids) != set(range(len(ids)))  # the synthetic ids are not 0..C-1, so the test means something
 
 
