@@ -408,7 +408,7 @@ def _run_dynamic(scores, boxes, counts, **kw):
         return pp.postprocess_detections(s, b, [c[i] for i in range(len(counts))], **kw)
 
     out = run(scores, boxes, np.asarray(counts, np.int32))
-    return {k: to_np(out[k]) for k in ("boxes", "scores", "classes", "num_detections")}
+    return {k: to_np(out[k]) for k in ("boxes", "scores", "labels", "num_detections")}
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -423,7 +423,7 @@ def test_postprocess_dynamic_level_sizes_against_reference(batch):
     assert np.all(exp["num_detections"] > 0)
     np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["classes"], exp["classes"])
+    np.testing.assert_array_equal(out["labels"], exp["labels"])
     # the level cut matters here: without it the detections differ
     assert not np.array_equal(ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"],
                               exp["scores"])
@@ -439,32 +439,13 @@ def test_postprocess_dynamic_level_of_exactly_top_k_keeps_index_order_for_ties()
     boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
     kw = dict(pre_nms_top_k=2, max_detections=5)
     exp = ref.postprocess_detections(scores, boxes, [2, 1], **kw)
-    np.testing.assert_array_equal(exp["classes"][0], [0, 0, 1, 1, -1])
+    np.testing.assert_array_equal(exp["labels"][0], [0, 0, 1, 1, -1])
     np.testing.assert_allclose(exp["scores"][0, :4], [0.9, 0.3, 0.3, 0.2], rtol=RTOL)
     np.testing.assert_allclose(exp["boxes"][0, :4], boxes[0, [1, 0, 1, 0]])
     for out in (_run(scores, boxes, [2, 1], **kw), _run_dynamic(scores, boxes, [2, 1], **kw)):
-        np.testing.assert_array_equal(out["classes"], exp["classes"])
+        np.testing.assert_array_equal(out["labels"], exp["labels"])
         np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL)
         np.testing.assert_allclose(out["boxes"], exp["boxes"])
-
-
-def test_postprocess_max_candidates_caps_the_pairs_entering_nms():
-    # Four separate boxes, one class each pair: (point, class) scores 0.9, 0.8, 0.7, 0.6, 0.5
-    # (point 1 scores in both classes). Only the max_candidates best pairs can be detected.
-    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
-    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
-    out = _run(scores, boxes, [4], max_candidates=3, max_detections=6)
-    np.testing.assert_array_equal(out["num_detections"], [3])
-    np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.8, 0.7], rtol=RTOL)
-    np.testing.assert_array_equal(out["classes"][0, :3], [0, 0, 1])
-    np.testing.assert_allclose(out["boxes"][0, :3], boxes[0, [0, 1, 2]])
-    _check_padding(out, 0, 3, 6)
-    # no cap, or a cap of all 8 (point, class) pairs or more: all 5 pairs above the threshold are detected
-    for cap in (None, 8, 20):
-        out = _run(scores, boxes, [4], max_candidates=cap, max_detections=6)
-        np.testing.assert_array_equal(out["num_detections"], [5])
-        np.testing.assert_allclose(out["scores"][0, :5], [0.9, 0.8, 0.7, 0.6, 0.5], rtol=RTOL)
-        np.testing.assert_array_equal(out["classes"][0, :5], [0, 0, 1, 0, 1])
 
 
 def test_postprocess_classes_never_suppress_each_other_even_for_tiny_boxes():
@@ -477,17 +458,8 @@ def test_postprocess_classes_never_suppress_each_other_even_for_tiny_boxes():
     np.testing.assert_array_equal(exp["num_detections"], [2])  # point 2 is suppressed by point 0 (same box)
     np.testing.assert_array_equal(out["num_detections"], [2])
     np.testing.assert_allclose(out["scores"][0, :2], [0.9, 0.8], rtol=RTOL)
-    np.testing.assert_array_equal(out["classes"][0], [0, 1, -1, -1])
+    np.testing.assert_array_equal(out["labels"][0], [0, 1, -1, -1])
     np.testing.assert_allclose(out["boxes"][0, :2], [[1, 1, 2, 2], [0, 0, 1, 1]])
-
-
-@pytest.mark.parametrize("batch", [1, 2])
-def test_postprocess_max_candidates_in_every_image_of_a_batch(batch):
-    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]]], np.float32)
-    scores = np.array([[[0.9, 0.0], [0.8, 0.5], [0.0, 0.7], [0.6, 0.01]]], np.float32)
-    out = _run(np.repeat(scores, batch, 0), np.repeat(boxes, batch, 0), [4], max_candidates=2, max_detections=3)
-    np.testing.assert_array_equal(out["num_detections"], [2] * batch)
-    np.testing.assert_allclose(out["scores"], [[0.9, 0.8, 0.0]] * batch, rtol=RTOL)
 
 
 def test_postprocess_two_images_of_one_point():
@@ -496,7 +468,7 @@ def test_postprocess_two_images_of_one_point():
     out = _run(scores, boxes, [1], max_detections=3)
     np.testing.assert_array_equal(out["num_detections"], [2, 2])
     np.testing.assert_allclose(out["scores"], [[0.9, 0.1, 0], [0.6, 0.2, 0]], rtol=RTOL)
-    np.testing.assert_array_equal(out["classes"], [[0, 1, -1], [1, 0, -1]])
+    np.testing.assert_array_equal(out["labels"], [[0, 1, -1], [1, 0, -1]])
     np.testing.assert_allclose(out["boxes"][1, :2], [[5, 5, 8, 9]] * 2)
 
 
@@ -523,5 +495,5 @@ def test_postprocess_graph_outputs_have_static_shapes(batch):
                                         tf.TensorSpec([batch, 6, 4], tf.float32),
                                         tf.TensorSpec([batch, 6, 2], tf.float32))
     shapes = {k: v.shape.as_list() for k, v in concrete.structured_outputs.items()}
-    assert shapes == {"boxes": [batch, 7, 4], "scores": [batch, 7], "classes": [batch, 7],
+    assert shapes == {"boxes": [batch, 7, 4], "scores": [batch, 7], "labels": [batch, 7],
                       "num_detections": [batch], "point_features": [batch, 7, 2]}
