@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 
+from bench_tflite_files import interpreter_with_input
 from common import machine_line
 
 VARIANTS = {  # name -> (format, quantize, nms)
@@ -64,17 +65,11 @@ def gpu_report(path):
 
 def invoke_seconds(path, runs, threads, seed=0):
     """Wall seconds of ``runs`` invocations of a ``.tflite`` file on one random canvas (after one warm-up)."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    canvas = np.random.default_rng(seed).uniform(0, 255, detail["shape"]).astype(detail["dtype"])
+    interpreter, index, canvas = interpreter_with_input(path, threads, seed)
     seconds = []
     for i in range(runs + 1):
         start = time.perf_counter()
-        interpreter.set_tensor(detail["index"], canvas)
+        interpreter.set_tensor(index, canvas)
         interpreter.invoke()
         if i:
             seconds.append(time.perf_counter() - start)
