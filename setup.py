@@ -25,6 +25,7 @@ setup(
         "export": ["tf2onnx>=1.16", "ai-edge-litert>=1.2"],
         "test": [
             "pytest>=8",
+            "ruff==0.17.6",
             "matplotlib>=3.8",
             "tf2onnx>=1.16",
             "ai-edge-litert>=1.2",

@@ -6,7 +6,7 @@ runtime over a COCO-format validation split, scores the detections with
 pycocotools and prints one Markdown table (the one in the README). Latency is
 the median wall time of one ``detect(image)`` call (pre-processing, model,
 decoding and NMS) per image on this machine's CPU. Each TFLite file's GPU
-delegate check (`keras_gfocal.export.gpu_delegate`) follows the table.
+delegate check (``keras_gfocal.export.gpu_delegate``) follows the table.
 
 With ``--preset`` it measures speed alone, on a randomly initialised model of
 that preset at ``--height`` x ``--width``: Keras ``predict`` next to the
@@ -55,7 +55,7 @@ class _Timed:
 
 
 def gpu_report(path):
-    """One line: what the TFLite GPU delegate takes of ``path`` (see `keras_gfocal.export.gpu_delegate`)."""
+    """One line: what the TFLite GPU delegate takes of ``path`` (see ``keras_gfocal.export.gpu_delegate``)."""
     try:
         from keras_gfocal.export import gpu_delegate
     except ImportError:  # a version without the check
@@ -91,8 +91,10 @@ def speed(args):
     except RuntimeError:  # TensorFlow already started
         pass
     print(machine_line())
-    print(f"{args.preset}, {size[0]}x{size[1]}, random weights (seed {args.seed}), {args.num_classes} classes, "
-          f"batch 1; TFLite: LiteRT, XNNPACK, {args.threads} threads; {args.runs} runs after one warm-up")
+    print(
+        f"{args.preset}, {size[0]}x{size[1]}, random weights (seed {args.seed}), {args.num_classes} classes, "
+        f"batch 1; TFLite: LiteRT, XNNPACK, {args.threads} threads; {args.runs} runs after one warm-up"
+    )
     keras.utils.set_random_seed(args.seed)
     kwargs = {"backbone_weights": None} if "tiny" not in args.preset else {}
     model = GFocalDetector.from_preset(args.preset, num_classes=args.num_classes, image_size=size, **kwargs)
@@ -115,8 +117,15 @@ def speed(args):
             continue
         for nms in (True, False) if args.no_nms_too else (True,):
             label = name + ("" if nms else ", no NMS")
-            path = export_model(model, "tflite", args.out, quantize=quantize, nms=nms, calibration=calibration,
-                                num_calibration=num_calibration)
+            path = export_model(
+                model,
+                "tflite",
+                args.out,
+                quantize=quantize,
+                nms=nms,
+                calibration=calibration,
+                num_calibration=num_calibration,
+            )
             rows.append((label, path, invoke_seconds(path, args.runs, args.threads)))
             print(f"{label}: {disk_size(path) / 1e6:.1f} MB; GPU delegate: {gpu_report(path)}", flush=True)
     print()
@@ -133,14 +142,27 @@ def speed(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="runs/demo/model.keras", help="a trained .keras file")
-    parser.add_argument("--data", default="runs/demo/data",
-                        help="a folder made by `gfocal synth` / `gfocal demo` (val split scored, train calibrates)")
+    parser.add_argument(
+        "--data",
+        default="runs/demo/data",
+        help="a folder made by `gfocal synth` / `gfocal demo` (val split scored, train calibrates)",
+    )
     parser.add_argument("--out", default="saved_models/bench", help="where the exports are written")
-    parser.add_argument("--num-calibration", type=int, default=None,
-                        help="int8 calibration images (default 100; with --preset, 8 random canvases)")
+    parser.add_argument(
+        "--num-calibration",
+        type=int,
+        default=None,
+        help="int8 calibration images (default 100; with --preset, 8 random canvases)",
+    )
     parser.add_argument("--max-images", type=int, default=None, help="score only the first N validation images")
-    parser.add_argument("--only", nargs="*", default=None, choices=sorted(VARIANTS), metavar="VARIANT",
-                        help=f"a subset of: {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        choices=sorted(VARIANTS),
+        metavar="VARIANT",
+        help=f"a subset of: {', '.join(VARIANTS)}",
+    )
     speed_options = parser.add_argument_group("speed alone, random weights (--preset)")
     speed_options.add_argument("--preset", default=None, help="e.g. gfocal_v2_r50_fpn: measure speed, not mAP")
     speed_options.add_argument("--height", type=int, default=800)
@@ -150,8 +172,9 @@ def main():
     speed_options.add_argument("--threads", type=int, default=2)
     speed_options.add_argument("--seed", type=int, default=0)
     speed_options.add_argument("--no-nms-too", action="store_true", help="also the files without NMS")
-    speed_options.add_argument("--speed-only", nargs="*", default=None, metavar="ROW",
-                               help=f"a subset of: Keras, {', '.join(SPEED_VARIANTS)}")
+    speed_options.add_argument(
+        "--speed-only", nargs="*", default=None, metavar="ROW", help=f"a subset of: Keras, {', '.join(SPEED_VARIANTS)}"
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -189,8 +212,15 @@ def main():
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
-        path = export_model(model, fmt, args.out, quantize=quantize, nms=nms, calibration=calibration,
-                            num_calibration=args.num_calibration or 100)
+        path = export_model(
+            model,
+            fmt,
+            args.out,
+            quantize=quantize,
+            nms=nms,
+            calibration=calibration,
+            num_calibration=args.num_calibration or 100,
+        )
         export_seconds = time.perf_counter() - start
         stats, latency = score(load_detector(path))
         rows.append((name, stats["AP"], disk_size(path), latency, export_seconds))

@@ -24,8 +24,13 @@ def reference_param_count(num_classes=80):
     towers = 2 * 4 * (conv(256, 256, 3, bias=False) + 2 * 256)  # conv + GroupNorm affine
     outputs = conv(256, num_classes, 3) + conv(256, 4 * 17, 3) + 5  # cls, reg, per-level scales
     dgqp = 20 * 64 + 64 + 64 + 1
-    return {"backbone": resnet50_without_fc, "fpn": fpn, "head": towers + outputs + dgqp, "dgqp": dgqp,
-            "total": resnet50_without_fc + fpn + towers + outputs + dgqp}
+    return {
+        "backbone": resnet50_without_fc,
+        "fpn": fpn,
+        "head": towers + outputs + dgqp,
+        "dgqp": dgqp,
+        "total": resnet50_without_fc + fpn + towers + outputs + dgqp,
+    }
 
 
 def main():
@@ -55,10 +60,12 @@ def main():
 
     model = GFocalDetector.from_preset(args.preset, num_classes=args.num_classes, backbone_weights=None)
     model.build((None, args.height, args.width, 3))
+
     def parameters(layer):
         # As PyTorch counts them: BatchNorm running statistics are buffers, not parameters.
-        return sum(int(np.prod(w.shape)) for w in layer.weights
-                   if not w.path.endswith(("moving_mean", "moving_variance")))
+        return sum(
+            int(np.prod(w.shape)) for w in layer.weights if not w.path.endswith(("moving_mean", "moving_variance"))
+        )
 
     parts = {
         "backbone": parameters(model.backbone),
@@ -68,13 +75,17 @@ def main():
     }
     total = parameters(model)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    print(f"{args.preset}: {total:,} parameters ({trainable:,} trainable, plus "
-          f"{model.count_params() - total:,} BatchNorm running statistics); backbone {parts['backbone']:,}, "
-          f"FPN {parts['fpn']:,}, head {parts['head']:,} (DGQP {parts['dgqp']:,})")
+    print(
+        f"{args.preset}: {total:,} parameters ({trainable:,} trainable, plus "
+        f"{model.count_params() - total:,} BatchNorm running statistics); backbone {parts['backbone']:,}, "
+        f"FPN {parts['fpn']:,}, head {parts['head']:,} (DGQP {parts['dgqp']:,})"
+    )
     if args.preset == "gfocal_v2_r50_fpn":
         ref = reference_param_count(args.num_classes)
-        print(f"reference GFLV2 R50-FPN: {ref['total']:,} parameters; backbone {ref['backbone']:,}, "
-              f"FPN {ref['fpn']:,}, head {ref['head']:,} (DGQP {ref['dgqp']:,})")
+        print(
+            f"reference GFLV2 R50-FPN: {ref['total']:,} parameters; backbone {ref['backbone']:,}, "
+            f"FPN {ref['fpn']:,}, head {ref['head']:,} (DGQP {ref['dgqp']:,})"
+        )
 
     rng = np.random.default_rng(0)
     images = tf.constant(rng.normal(size=(args.batch_size, args.height, args.width, 3)).astype("float32"))
@@ -90,8 +101,10 @@ def main():
         start = time.perf_counter()
         detect(images)["num_detections"].numpy()
         times.append((time.perf_counter() - start) / args.batch_size)
-    print(f"inference (forward + decode + NMS), {args.height}x{args.width}, batch {args.batch_size}: "
-          f"mean {statistics.mean(times) * 1000:.0f} ms/image, median {statistics.median(times) * 1000:.0f} ms/image")
+    print(
+        f"inference (forward + decode + NMS), {args.height}x{args.width}, batch {args.batch_size}: "
+        f"mean {statistics.mean(times) * 1000:.0f} ms/image, median {statistics.median(times) * 1000:.0f} ms/image"
+    )
 
     b = args.train_batch_size
     boxes = np.zeros((b, 100, 4), "float32")
@@ -112,8 +125,10 @@ def main():
         step_times.append(time.perf_counter() - start)
     step = statistics.mean(step_times)
     print(f"training step, batch {b}: mean {step:.2f} s/step ({b / step:.2f} images/s)")
-    print(f"| {args.preset} | {args.height}x{args.width} | {total / 1e6:.2f}M | "
-          f"{statistics.mean(times) * 1000:.0f} ms | {step:.2f} s (batch {b}) |")
+    print(
+        f"| {args.preset} | {args.height}x{args.width} | {total / 1e6:.2f}M | "
+        f"{statistics.mean(times) * 1000:.0f} ms | {step:.2f} s (batch {b}) |"
+    )
 
 
 if __name__ == "__main__":

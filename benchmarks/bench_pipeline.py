@@ -1,8 +1,8 @@
 """Input-pipeline throughput next to the model's training step rate.
 
-Prints images per second of the training `tf.data` pipeline (decode, resize,
+Prints images per second of the training ``tf.data`` pipeline (decode, resize,
 flip, normalise, pad, batch) on a synthetic COCO dataset, and of the
-`gfocal_v2_tiny` training step at the same size, so one can see whether the
+``gfocal_v2_tiny`` training step at the same size, so one can see whether the
 input would starve the model.
 
     python benchmarks/bench_pipeline.py --help
@@ -35,8 +35,9 @@ def main():
     canvas = tuple(int(v) for v in args.canvas.split(",")) if args.canvas else (args.image_size,) * 2
     print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_synthetic_coco(tmp, num_train=args.num_images, num_val=1,
-                                    image_size=(args.image_size, args.image_size))
+        paths = make_synthetic_coco(
+            tmp, num_train=args.num_images, num_val=1, image_size=(args.image_size, args.image_size)
+        )
         dataset = CocoDataset(paths["train_ann_file"], paths["train_image_dir"])
         ds = make_dataset(dataset, training=True, batch_size=args.batch_size, image_size=canvas)
         rates = []
@@ -46,8 +47,10 @@ def main():
                 count += int(images.shape[0])
             rates.append(count / (time.perf_counter() - start))
         pipeline_rate = max(rates[1:] or rates)
-        print(f"pipeline: {pipeline_rate:.1f} images/s ({args.image_size}px JPEG -> {canvas[0]}x{canvas[1]} canvas, "
-              f"batch {args.batch_size}, best of passes 2..{args.epochs})")
+        print(
+            f"pipeline: {pipeline_rate:.1f} images/s ({args.image_size}px JPEG -> {canvas[0]}x{canvas[1]} canvas, "
+            f"batch {args.batch_size}, best of passes 2..{args.epochs})"
+        )
 
         if args.train_steps:
             model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=dataset.num_classes)

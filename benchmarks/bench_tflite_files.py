@@ -19,7 +19,6 @@ import statistics
 import time
 
 import numpy as np
-
 from common import cpu_name
 
 
@@ -56,16 +55,20 @@ def main(argv=None):
                 wall_times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - start_cpu)
 
-    print(f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | LiteRT, XNNPACK, "
-          f"{args.threads} threads | {args.runs} interleaved runs after one warm-up")
+    print(
+        f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | LiteRT, XNNPACK, "
+        f"{args.threads} threads | {args.runs} interleaved runs after one warm-up"
+    )
     print("| file | size | wall median | wall min | vs first | CPU median | CPU min | vs first |")
     print("|---|---|---|---|---|---|---|---|")
     wall_baseline, cpu_baseline = statistics.median(wall[0]), statistics.median(cpu[0])
     for path, wall_times, cpu_times in zip(args.files, wall, cpu):
         wall_median, cpu_median = statistics.median(wall_times), statistics.median(cpu_times)
-        print(f"| {path} | {os.path.getsize(path) / 1e6:.1f} MB | {wall_median:.3f} s | {min(wall_times):.3f} s "
-              f"| {wall_median / wall_baseline:.2f} | {cpu_median:.3f} s | {min(cpu_times):.3f} s "
-              f"| {cpu_median / cpu_baseline:.2f} |")
+        print(
+            f"| {path} | {os.path.getsize(path) / 1e6:.1f} MB | {wall_median:.3f} s | {min(wall_times):.3f} s "
+            f"| {wall_median / wall_baseline:.2f} | {cpu_median:.3f} s | {min(cpu_times):.3f} s "
+            f"| {cpu_median / cpu_baseline:.2f} |"
+        )
 
 
 if __name__ == "__main__":

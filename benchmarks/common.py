@@ -21,5 +21,7 @@ def machine_line():
     import keras
     import tensorflow as tf
 
-    return (f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | "
-            f"TF {tf.__version__} | Keras {keras.__version__}")
+    return (
+        f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | "
+        f"TF {tf.__version__} | Keras {keras.__version__}"
+    )

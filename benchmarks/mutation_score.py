@@ -35,7 +35,9 @@ MODULES = {
     "postprocess": ["tests/test_postprocess.py"],
     # The detector test of test_detection_loss.py builds and fits a model (seconds per mutant): left out.
     "detection_loss": [
-        "tests/test_detection_loss_values.py", "tests/test_detection_loss.py", "tests/test_detection_loss_clip.py",
+        "tests/test_detection_loss_values.py",
+        "tests/test_detection_loss.py",
+        "tests/test_detection_loss_clip.py",
         "--deselect",
         "tests/test_detection_loss.py::test_detector_compute_loss_is_the_objective_and_fit_takes_image_size",
     ],
@@ -51,10 +53,16 @@ def _ensure_mutmut() -> Path:
 
 
 def _copy_tree(dst: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         src = ROOT / name
         if not src.is_file():
@@ -72,17 +80,18 @@ def run_module(module: str, tests: list[str], exe: Path, keep: bool, children: i
             "[mutmut]\n"
             "source_paths=keras_gfocal\n"
             f"only_mutate=keras_gfocal/{module}.py\n"
-            "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests)
+            "pytest_add_cli_args_test_selection=\n"
+            + "".join(f"    {t}\n" for t in tests)
             + "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n"
             # Fork each mutant from a server that has only imported the tests: forked from mutmut's
             # main process, which has run TensorFlow ops, a worker can deadlock in TF's thread pools.
             + "process_isolation=forkserver\n"
         )
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
-        subprocess.run([str(exe), "run", "--max-children", str(children)], cwd=work, env=env,
-                       stdout=subprocess.DEVNULL)
-        out = subprocess.run([str(exe), "results", "--all", "true"], cwd=work, env=env,
-                             capture_output=True, text=True).stdout
+        subprocess.run([str(exe), "run", "--max-children", str(children)], cwd=work, env=env, stdout=subprocess.DEVNULL)
+        out = subprocess.run(
+            [str(exe), "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True
+        ).stdout
         status = {}
         for line in out.splitlines():
             m = re.match(r"\s*(\S+): (.+)$", line)

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from keras_gfocal.detector import GFocalDetector  # noqa: E402
-from keras_gfocal.presets import PRESETS  # noqa: E402
+from keras_gfocal.detector import GFocalDetector
+from keras_gfocal.presets import PRESETS
 
 __all__ = ["GFocalDetector", "PRESETS", "__version__"]

@@ -112,9 +112,9 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_v
     b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(candidates))
     g_idx = tf.broadcast_to(tf.range(num_gt)[None, :, None], tf.shape(candidates))
     scatter_idx = tf.stack([b_idx, g_idx, candidates], axis=-1)
-    positive_mask = tf.scatter_nd(
-        scatter_idx, tf.cast(positive, tf.float32), tf.stack([batch, num_gt, num_anchors])
-    ) > 0.0
+    positive_mask = (
+        tf.scatter_nd(scatter_idx, tf.cast(positive, tf.float32), tf.stack([batch, num_gt, num_anchors])) > 0.0
+    )
 
     masked = tf.where(positive_mask, ious, -1.0)  # IoUs are >= 0, so -1 marks "not positive"
     best = tf.argmax(masked, axis=1, output_type=tf.int32)  # first max wins ties

@@ -5,7 +5,6 @@ otherwise. Functions accept NumPy arrays or tensors and use ``keras.ops`` so
 they run on any Keras backend.
 """
 
-
 from keras import ops
 
 # Denominator guard, the same value the reference uses for IoU and GIoU.
@@ -96,7 +95,7 @@ def distance_to_box(points, distances):
 
 
 def box_to_distance(points, boxes, max_distance):
-    """Edge distances from points to boxes, the inverse of `distance_to_box`.
+    """Edge distances from points to boxes, the inverse of ``distance_to_box``.
 
     Args:
         points: ``[..., 2]`` (x, y).
@@ -158,6 +157,4 @@ def points_to_anchors(points, point_strides, octave_base_scale=8):
     """
     points = _as_float(points)
     half = ops.cast(_as_float(point_strides), points.dtype) * (octave_base_scale / 2.0)
-    return ops.stack(
-        [points[:, 0] - half, points[:, 1] - half, points[:, 0] + half, points[:, 1] + half], axis=-1
-    )
+    return ops.stack([points[:, 0] - half, points[:, 1] - half, points[:, 0] + half, points[:, 1] + half], axis=-1)

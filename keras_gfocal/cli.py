@@ -32,8 +32,12 @@ def cmd_synth(args):
     from keras_gfocal.data import make_synthetic_coco
 
     paths = make_synthetic_coco(
-        args.out, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size,
-        num_classes=args.num_classes, seed=args.seed,
+        args.out,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        seed=args.seed,
     )
     print(f"Synthetic COCO dataset written to {paths['root']}:")
     for key in ("train_ann_file", "train_image_dir", "val_ann_file", "val_image_dir"):
@@ -47,14 +51,28 @@ def cmd_train(args):
     if bool(args.val_ann) != bool(args.val_images):
         raise SystemExit("gfocal train: give both --val-ann and --val-images, or neither.")
     model, history = train(
-        args.train_ann, args.train_images, args.val_ann, args.val_images,
-        preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-        out=args.out, backbone_weights=_weights(args.backbone_weights), learning_rate=args.lr,
-        multiscale=args.multiscale, mixed_precision=args.mixed_precision, eval_every=args.eval_every,
-        seed=args.seed, skip_bad_images=args.skip_bad_images, verify_images=args.verify_images,
+        args.train_ann,
+        args.train_images,
+        args.val_ann,
+        args.val_images,
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        out=args.out,
+        backbone_weights=_weights(args.backbone_weights),
+        learning_rate=args.lr,
+        multiscale=args.multiscale,
+        mixed_precision=args.mixed_precision,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        skip_bad_images=args.skip_bad_images,
+        verify_images=args.verify_images,
     )
-    print(f"Model saved to {os.path.join(args.out, 'model.keras')}; checkpoints, logs (log.csv, tensorboard/) "
-          f"and evaluations in {args.out}")
+    print(
+        f"Model saved to {os.path.join(args.out, 'model.keras')}; checkpoints, logs (log.csv, tensorboard/) "
+        f"and evaluations in {args.out}"
+    )
     return model, history
 
 
@@ -77,8 +95,7 @@ def cmd_evaluate(args):
 
     if not os.path.exists(args.model):  # before the (slower) dataset check
         raise SystemExit(f"Model file not found: {args.model}")
-    dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images,
-                          verify_images=args.verify_images)
+    dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images, verify_images=args.verify_images)
     for line in dataset.summary():
         print(line)
     detector = _open_detector(args.model, args.image_size)
@@ -120,11 +137,19 @@ def cmd_predict(args):
     detector = _open_detector(args.model, args.image_size)
     os.makedirs(args.out, exist_ok=True)
     skipped = []
-    results = predict_images(detector, _list_images(args.inputs), args.score_threshold, args.out,
-                             skip_bad_images=args.skip_bad_images, skipped=skipped)
+    results = predict_images(
+        detector,
+        _list_images(args.inputs),
+        args.score_threshold,
+        args.out,
+        skip_bad_images=args.skip_bad_images,
+        skipped=skipped,
+    )
     if skipped:
-        print(f"Skipped {len(skipped)} unreadable image(s): {', '.join(p for p, _ in skipped[:10])}"
-              + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+        print(
+            f"Skipped {len(skipped)} unreadable image(s): {', '.join(p for p, _ in skipped[:10])}"
+            + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        )
     json_path = os.path.join(args.out, "predictions.json")
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
@@ -141,26 +166,44 @@ def cmd_export(args):
         raise SystemExit(f"gfocal export: --model must be a .keras file, got a {detector.format} export: {args.model}")
     ignored = []
     if args.format != "tflite":
-        ignored = [flag for flag, value in (("--quantize", args.quantize), ("--no-nms", args.no_nms),
-                                            ("--calibration-ann", args.calibration_ann)) if value]
+        ignored = [
+            flag
+            for flag, value in (
+                ("--quantize", args.quantize),
+                ("--no-nms", args.no_nms),
+                ("--calibration-ann", args.calibration_ann),
+            )
+            if value
+        ]
     if ignored:
         print(f"Note: {', '.join(ignored)} apply to --format tflite only; ignored for {args.format}.")
     calibration = None
     if args.format == "tflite" and args.quantize == "int8":
         if not (args.calibration_ann and args.calibration_images):
-            raise SystemExit("gfocal export: --quantize int8 needs --calibration-ann and --calibration-images "
-                             "(a COCO-format dataset whose images calibrate the activation ranges).")
+            raise SystemExit(
+                "gfocal export: --quantize int8 needs --calibration-ann and --calibration-images "
+                "(a COCO-format dataset whose images calibrate the activation ranges)."
+            )
         calibration = (args.calibration_ann, args.calibration_images)
     start = time.time()
     path = export_model(
-        detector.model, args.format, args.out, quantize=args.quantize, nms=not args.no_nms,
-        calibration=calibration, name=args.name, version=args.version, image_size=args.image_size,
+        detector.model,
+        args.format,
+        args.out,
+        quantize=args.quantize,
+        nms=not args.no_nms,
+        calibration=calibration,
+        name=args.name,
+        version=args.version,
+        image_size=args.image_size,
         num_calibration=args.num_calibration,
     )
     from keras_gfocal.export.metadata import metadata_path
 
-    print(f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({disk_size(path) / 1e6:.1f} MB); "
-          f"metadata: {metadata_path(path)}")
+    print(
+        f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({disk_size(path) / 1e6:.1f} MB); "
+        f"metadata: {metadata_path(path)}"
+    )
     return path
 
 
@@ -171,8 +214,15 @@ def cmd_analyze(args):
         if path is not None and not os.path.exists(path):
             raise SystemExit(f"gfocal analyze: {flag} file not found: {path}")
     report = analyze(
-        args.model, args.ann, args.images, args.out, max_images=args.max_images, v1_model=args.v1_model,
-        image_size=args.image_size, batch_size=args.batch_size, iou_floor=args.iou_floor,
+        args.model,
+        args.ann,
+        args.images,
+        args.out,
+        max_images=args.max_images,
+        v1_model=args.v1_model,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        iou_floor=args.iou_floor,
     )
     files = report["files"]
     print(f"Analysis of {report['num_positives']} positive detections written to {args.out}:")
@@ -195,17 +245,27 @@ def cmd_demo(args):
 
     start = time.time()
     data_dir = os.path.join(args.out, "data")
-    print(f"[1/4] Synthetic COCO dataset ({args.num_train} train / {args.num_val} val images, "
-          f"{args.image_size[0]}x{args.image_size[1]}) -> {data_dir}")
+    print(
+        f"[1/4] Synthetic COCO dataset ({args.num_train} train / {args.num_val} val images, "
+        f"{args.image_size[0]}x{args.image_size[1]}) -> {data_dir}"
+    )
     from keras_gfocal.data import make_synthetic_coco
 
-    paths = make_synthetic_coco(data_dir, num_train=args.num_train, num_val=args.num_val,
-                                image_size=args.image_size, seed=args.seed)
+    paths = make_synthetic_coco(
+        data_dir, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size, seed=args.seed
+    )
     print(f"[2/4] Training {args.preset} for {args.epochs} epochs on the CPU")
     model, _ = train(
-        paths["train_ann_file"], paths["train_image_dir"], preset=args.preset, epochs=args.epochs,
-        batch_size=args.batch_size, image_size=args.image_size, out=os.path.join(args.out, "run"),
-        learning_rate=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
+        paths["train_ann_file"],
+        paths["train_image_dir"],
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        out=os.path.join(args.out, "run"),
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
     )
     print("[3/4] COCO evaluation on the synthetic validation split (pycocotools)")
     val = CocoDataset(paths["val_ann_file"], paths["val_image_dir"])
@@ -225,14 +285,22 @@ def cmd_demo(args):
     for path, pred in zip(files, preds):
         image = read_image(path)
         dets = pred["detections"]
-        pictures.append(draw_detections(
-            image, np.array([d["box_xyxy"] for d in dets]).reshape(-1, 4), [d["score"] for d in dets],
-            [d["label"] for d in dets], val.class_names, score_threshold=0.3,
-        ))
+        pictures.append(
+            draw_detections(
+                image,
+                np.array([d["box_xyxy"] for d in dets]).reshape(-1, 4),
+                [d["score"] for d in dets],
+                [d["label"] for d in dets],
+                val.class_names,
+                score_threshold=0.3,
+            )
+        )
     picture_path = os.path.join(args.out, "predictions.png")
     image_grid(pictures, columns=4).save(picture_path)
-    print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min: mAP@[.5:.95] = {stats['AP']:.3f}, "
-          f"mAP@.5 = {stats['AP50']:.3f}")
+    print(
+        f"\nDemo finished in {(time.time() - start) / 60:.1f} min: mAP@[.5:.95] = {stats['AP']:.3f}, "
+        f"mAP@.5 = {stats['AP50']:.3f}"
+    )
     print(f"  model:       {model_path}")
     print(f"  picture:     {picture_path}")
     print(f"  metrics:     {os.path.join(args.out, 'val_metrics.json')}")
@@ -248,8 +316,10 @@ def cmd_convert(args):
     model = convert_checkpoint(args.checkpoint, args.preset, out=args.out, num_classes=args.num_classes)
     names = model.class_names or []
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    print(f"Converted {args.checkpoint} ({args.preset}, {model.num_classes} classes{': ' + shown if names else ''}) "
-          f"to {args.out}")
+    print(
+        f"Converted {args.checkpoint} ({args.preset}, {model.num_classes} classes{': ' + shown if names else ''}) "
+        f"to {args.out}"
+    )
     return model
 
 
@@ -267,8 +337,11 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("synth", help="write a synthetic COCO-format dataset",
-                       description="Writes images of simple shapes and COCO instances JSON files.")
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic COCO-format dataset",
+        description="Writes images of simple shapes and COCO instances JSON files.",
+    )
     p.add_argument("out", help="output folder")
     p.add_argument("--num-train", type=int, default=800)
     p.add_argument("--num-val", type=int, default=100)
@@ -277,10 +350,13 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("train", help="train a detector on a COCO-format dataset",
-                       description="Trains with model.fit under the strategy the machine offers "
-                       "(MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs). "
-                       "A killed run resumes where it stopped when started again with the same --out.")
+    p = sub.add_parser(
+        "train",
+        help="train a detector on a COCO-format dataset",
+        description="Trains with model.fit under the strategy the machine offers "
+        "(MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy on several GPUs). "
+        "A killed run resumes where it stopped when started again with the same --out.",
+    )
     p.add_argument("--train-ann", required=True, help="COCO instances JSON of the training set")
     p.add_argument("--train-images", required=True, help="image folder of the training set")
     p.add_argument("--val-ann", help="COCO instances JSON of the validation set (COCO mAP each epoch)")
@@ -288,66 +364,111 @@ def build_parser():
     p.add_argument("--preset", default="gfocal_v2_r50_fpn", choices=sorted(PRESETS))
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
-    p.add_argument("--image-size", type=_size, default=REFERENCE_IMAGE_SIZE,
-                   help="resize canvas H,W (default %s,%s)" % REFERENCE_IMAGE_SIZE)
+    p.add_argument(
+        "--image-size",
+        type=_size,
+        default=REFERENCE_IMAGE_SIZE,
+        help="resize canvas H,W (default {},{})".format(*REFERENCE_IMAGE_SIZE),
+    )
     p.add_argument("--out", default="runs/gfocal", help="run folder (default runs/gfocal)")
-    p.add_argument("--backbone-weights", default="default",
-                   help="'imagenet' (torchvision's ImageNet ResNet, downloaded once), a torchvision ResNet .pth "
-                        "file, 'none', or 'default' (the preset's)")
+    p.add_argument(
+        "--backbone-weights",
+        default="default",
+        help="'imagenet' (torchvision's ImageNet ResNet, downloaded once), a torchvision ResNet .pth "
+        "file, 'none', or 'default' (the preset's)",
+    )
     p.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 x batch/16)")
     p.add_argument("--multiscale", type=_size, default=None, help="MIN,MAX short side for multi-scale training")
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"], default=None)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out missing, unreadable and truncated images, naming them (default: stop with an "
-                        "error naming every bad image)")
-    p.add_argument("--verify-images", choices=["header", "decode"], default="decode",
-                   help="image check before the run: 'decode' (default) decodes every image, finding truncated "
-                        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
-                        "image then stops the run when the pipeline reaches it)")
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out missing, unreadable and truncated images, naming them (default: stop with an "
+        "error naming every bad image)",
+    )
+    p.add_argument(
+        "--verify-images",
+        choices=["header", "decode"],
+        default="decode",
+        help="image check before the run: 'decode' (default) decodes every image, finding truncated "
+        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
+        "image then stops the run when the pipeline reaches it)",
+    )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="COCO mAP of a model on a COCO-format dataset",
-                       description="Prints pycocotools' 12-number table and the AP per class.")
+    p = sub.add_parser(
+        "evaluate",
+        help="COCO mAP of a model on a COCO-format dataset",
+        description="Prints pycocotools' 12-number table and the AP per class.",
+    )
     p.add_argument("--model", required=True, help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
     p.add_argument("--ann", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--results-json", help="also write the detections as a COCO results JSON here")
-    p.add_argument("--image-size", type=_size, default=None,
-                   help="H,W canvas (default: the model's training size; for a model without one, the "
-                        "reference's per-image test resize)")
+    p.add_argument(
+        "--image-size",
+        type=_size,
+        default=None,
+        help="H,W canvas (default: the model's training size; for a model without one, the "
+        "reference's per-image test resize)",
+    )
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out missing, unreadable and truncated images, naming them")
-    p.add_argument("--verify-images", choices=["header", "decode"], default="decode",
-                   help="image check before the run: 'decode' (default) decodes every image, finding truncated "
-                        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
-                        "image then stops the run when the pipeline reaches it)")
+    p.add_argument(
+        "--skip-bad-images", action="store_true", help="leave out missing, unreadable and truncated images, naming them"
+    )
+    p.add_argument(
+        "--verify-images",
+        choices=["header", "decode"],
+        default="decode",
+        help="image check before the run: 'decode' (default) decodes every image, finding truncated "
+        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
+        "image then stops the run when the pipeline reaches it)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="detect objects in images; JSON and pictures out",
-                       description="Runs a model on image files or folders.")
+    p = sub.add_parser(
+        "predict",
+        help="detect objects in images; JSON and pictures out",
+        description="Runs a model on image files or folders.",
+    )
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--model", required=True, help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
     p.add_argument("--out", default="predictions", help="output folder (default predictions/)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="lowest score drawn (default 0.3)")
-    p.add_argument("--image-size", type=_size, default=None,
-                   help="H,W canvas (default: the model's training size; for a .keras model without one, the "
-                        "reference's per-image test resize)")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out images that cannot be read, naming them (default: stop at the first)")
+    p.add_argument(
+        "--image-size",
+        type=_size,
+        default=None,
+        help="H,W canvas (default: the model's training size; for a .keras model without one, the "
+        "reference's per-image test resize)",
+    )
+    p.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out images that cannot be read, naming them (default: stop at the first)",
+    )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a .keras model to SavedModel, TFLite or ONNX",
-                       description="Export a trained .keras model. Flags that do not apply to a format are "
-                                   "accepted and ignored.")
+    p = sub.add_parser(
+        "export",
+        help="export a .keras model to SavedModel, TFLite or ONNX",
+        description="Export a trained .keras model. Flags that do not apply to a format are accepted and ignored.",
+    )
     p.add_argument("--model", required=True, help="the .keras file to export")
     p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--quantize", choices=[q for q in QUANTIZATIONS if q], default=None,
-                   help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)")
-    p.add_argument("--no-nms", action="store_true",
-                   help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)")
+    p.add_argument(
+        "--quantize",
+        choices=[q for q in QUANTIZATIONS if q],
+        default=None,
+        help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)",
+    )
+    p.add_argument(
+        "--no-nms",
+        action="store_true",
+        help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)",
+    )
     p.add_argument("--calibration-ann", help="COCO instances JSON whose images calibrate full int8")
     p.add_argument("--calibration-images", help="image folder for --calibration-ann")
     p.add_argument("--num-calibration", type=int, default=100, help="calibration images used (default 100)")
@@ -357,12 +478,15 @@ def build_parser():
     p.add_argument("--out", default="saved_models", help="output folder (default saved_models/)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("analyze", help="does the predicted quality track the real IoU? plots and correlations",
-                       description="Runs a .keras model over a labelled COCO-format dataset, matches its final "
-                                   "detections to same-class ground truth (IoU >= --iou-floor) and writes "
-                                   "quality_vs_iou.png, distributions.png and correlations.json (Pearson r of the "
-                                   "IoU with the DGQP quality, the classification score, the joint score and the "
-                                   "edge top-1 probability). Needs matplotlib.")
+    p = sub.add_parser(
+        "analyze",
+        help="does the predicted quality track the real IoU? plots and correlations",
+        description="Runs a .keras model over a labelled COCO-format dataset, matches its final "
+        "detections to same-class ground truth (IoU >= --iou-floor) and writes "
+        "quality_vs_iou.png, distributions.png and correlations.json (Pearson r of the "
+        "IoU with the DGQP quality, the classification score, the joint score and the "
+        "edge top-1 probability). Needs matplotlib.",
+    )
     p.add_argument("--model", required=True, help="the .keras model file to analyse")
     p.add_argument("--ann", required=True, help="COCO instances JSON")
     p.add_argument("--images", required=True, help="image folder")
@@ -371,25 +495,43 @@ def build_parser():
     p.add_argument("--v1-model", default=None, help="a GFocalV1 .keras model whose score is compared")
     p.add_argument("--image-size", type=_size, default=None, help="H,W (default: each model's training size)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--iou-floor", type=float, default=0.1,
-                   help="smallest IoU with a same-class ground truth for a positive detection (default 0.1)")
+    p.add_argument(
+        "--iou-floor",
+        type=float,
+        default=0.1,
+        help="smallest IoU with a same-class ground truth for a positive detection (default 0.1)",
+    )
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("convert", help="convert an MMDetection / official GFocal .pth checkpoint to .keras",
-                       description="Reads an MMDetection-layout GFocal checkpoint (the official GFocalV2 COCO "
-                                   "models, MMDetection's GFL models) without torch and without running any code "
-                                   "from the file, and writes the same network as a .keras model. Evaluate it with "
-                                   "gfocal evaluate (the reference's per-image test resize is used).")
+    p = sub.add_parser(
+        "convert",
+        help="convert an MMDetection / official GFocal .pth checkpoint to .keras",
+        description="Reads an MMDetection-layout GFocal checkpoint (the official GFocalV2 COCO "
+        "models, MMDetection's GFL models) without torch and without running any code "
+        "from the file, and writes the same network as a .keras model. Evaluate it with "
+        "gfocal evaluate (the reference's per-image test resize is used).",
+    )
     p.add_argument("--checkpoint", required=True, help="the .pth file")
-    p.add_argument("--preset", required=True, choices=sorted(n for n in PRESETS if "tiny" not in n),
-                   help="the architecture the checkpoint holds (gfocal_v2_r50_fpn for the official R50 models)")
+    p.add_argument(
+        "--preset",
+        required=True,
+        choices=sorted(n for n in PRESETS if "tiny" not in n),
+        help="the architecture the checkpoint holds (gfocal_v2_r50_fpn for the official R50 models)",
+    )
     p.add_argument("--out", required=True, help="the .keras file to write")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="default: read off the checkpoint (the background channel of GFocalV2 models dropped)")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="default: read off the checkpoint (the background channel of GFocalV2 models dropped)",
+    )
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="synthetic data -> train on CPU -> COCO mAP -> picture (about 15 min)",
-                       description="The end-to-end demo: needs no dataset and no internet.")
+    p = sub.add_parser(
+        "demo",
+        help="synthetic data -> train on CPU -> COCO mAP -> picture (about 15 min)",
+        description="The end-to-end demo: needs no dataset and no internet.",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--preset", default="gfocal_v2_tiny", choices=sorted(PRESETS))
     p.add_argument("--epochs", type=int, default=12)
@@ -417,9 +559,13 @@ def main(argv=None):
         if not _is_image_decode_error(err):
             raise  # a real bug: keep the traceback
         cause = re.search(r"(jpeg::Uncompress|Invalid JPEG|Invalid PNG|Unknown image file format)[^\[]*", str(err))
-        print(f"gfocal {args.command}: error: an image could not be decoded in the input pipeline "
-              f"({' '.join(cause.group(0).split()) if cause else _one_line(err)}); run with --verify-images decode to find (and with --skip-bad-images to "
-              "leave out) every bad image.", file=sys.stderr)
+        reason = " ".join(cause.group(0).split()) if cause else _one_line(err)
+        print(
+            f"gfocal {args.command}: error: an image could not be decoded in the input pipeline "
+            f"({reason}); run with --verify-images decode to find (and with --skip-bad-images to "
+            "leave out) every bad image.",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -434,8 +580,20 @@ def _is_image_decode_error(err):
     if tf is None or not isinstance(err, tf.errors.OpError):
         return False
     text = str(err)
-    return any(k in text for k in ("jpeg::Uncompress", "Invalid JPEG", "Invalid PNG", "Unknown image file format",
-                                   "DecodeImage", "DecodeJpeg", "DecodePng", "DecodeGif", "DecodeBmp"))
+    return any(
+        k in text
+        for k in (
+            "jpeg::Uncompress",
+            "Invalid JPEG",
+            "Invalid PNG",
+            "Unknown image file format",
+            "DecodeImage",
+            "DecodeJpeg",
+            "DecodePng",
+            "DecodeGif",
+            "DecodeBmp",
+        )
+    )
 
 
 if __name__ == "__main__":

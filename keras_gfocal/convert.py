@@ -1,7 +1,7 @@
-"""Reference checkpoints converted into `GFocalDetector` models.
+"""Reference checkpoints converted into ``GFocalDetector`` models.
 
-`convert_checkpoint` reads an MMDetection-layout GFocal ``.pth`` file without
-torch (`keras_gfocal.checkpoints`), builds the matching preset and loads the
+``convert_checkpoint`` reads an MMDetection-layout GFocal ``.pth`` file without
+torch (``keras_gfocal.checkpoints``), builds the matching preset and loads the
 weights; ``gfocal convert`` is its command.
 """
 
@@ -20,7 +20,7 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
     Args:
         checkpoint: a ``.pth`` path (read without torch or code execution) or
             a ``{key: array}`` state dict.
-        preset: a `keras_gfocal.presets` name with a ResNet backbone, e.g.
+        preset: a ``keras_gfocal.presets`` name with a ResNet backbone, e.g.
             ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models.
         out: optional ``.keras`` path to save the model to.
         num_classes: default: read off the checkpoint (``gfl_cls`` channels,
@@ -29,7 +29,7 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
             classes and their ids when there are 80 classes, else the
             checkpoint's ``meta["CLASSES"]`` (ids 1..N) if it has them.
     Returns:
-        the `GFocalDetector`, built for any input size; ``image_size`` None so
+        the ``GFocalDetector``, built for any input size; ``image_size`` None so
         evaluation and prediction use the reference's per-image test resize.
     Raises:
         CheckpointMismatchError (a ValueError): missing or extra keys or
@@ -53,8 +53,11 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
         category_ids = range(1, num_classes + 1)
 
     model = GFocalDetector.from_preset(
-        preset, num_classes=num_classes, backbone_weights=None,
-        class_names=class_names, category_ids=category_ids,
+        preset,
+        num_classes=num_classes,
+        backbone_weights=None,
+        class_names=class_names,
+        category_ids=category_ids,
     )
     model.build((None, None, None, 3))
     load_gfocal_weights(model, state_dict, source, drop_background)

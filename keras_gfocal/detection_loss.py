@@ -1,7 +1,7 @@
 """The GFocal training objective: ATSS targets and QFL + GIoU + DFL from dense outputs.
 
 Given the detector's dense outputs for a batch and its padded ground truth,
-`GFocalLoss` builds the training targets with ATSS and returns the three
+``GFocalLoss`` builds the training targets with ATSS and returns the three
 weighted loss terms with the reference's normalisers (see REFERENCE.md,
 "Label assignment: ATSS" and "Targets and losses"):
 
@@ -22,7 +22,7 @@ shape. Invalid points are no ATSS candidates, never positive, and their QFL
 terms are not summed. Without ``"image_size"`` every point is valid.
 
 This module depends on boxes, assigners, losses and postprocess only; the
-model (`keras_gfocal.detector`) calls it from ``compute_loss``.
+model (``keras_gfocal.detector``) calls it from ``compute_loss``.
 """
 
 import numpy as np
@@ -111,26 +111,29 @@ def validate_targets(boxes, labels, num_classes, image_size=None):
 
 
 def graph_checks(gt_boxes, gt_labels, num_classes, image_size=None, canvas_hw=None):
-    """In-graph versions of `validate_targets` for targets inside datasets.
+    """In-graph versions of ``validate_targets`` for targets inside datasets.
 
     Returns a list of assert ops to make the loss depend on.
     """
     valid = gt_labels >= 0
     bad_label = tf.reduce_any(valid & (gt_labels >= num_classes))
-    inverted = tf.reduce_any(
-        valid & ((gt_boxes[..., 2] < gt_boxes[..., 0]) | (gt_boxes[..., 3] < gt_boxes[..., 1]))
-    )
+    inverted = tf.reduce_any(valid & ((gt_boxes[..., 2] < gt_boxes[..., 0]) | (gt_boxes[..., 3] < gt_boxes[..., 1])))
     non_finite = tf.reduce_any(valid & tf.logical_not(tf.reduce_all(tf.math.is_finite(gt_boxes), axis=-1)))
     checks = [
         tf.debugging.Assert(
             tf.logical_not(non_finite),
-            ["GFocalDetector: a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be "
-             "finite xyxy pixels."],
+            [
+                "GFocalDetector: a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be "
+                "finite xyxy pixels."
+            ],
         ),
         tf.debugging.Assert(
             tf.logical_not(bad_label),
-            [f"GFocalDetector: a label is >= num_classes={num_classes}; labels must be in "
-             "[0, num_classes) with -1 for padding. Max label:", tf.reduce_max(gt_labels)],
+            [
+                f"GFocalDetector: a label is >= num_classes={num_classes}; labels must be in "
+                "[0, num_classes) with -1 for padding. Max label:",
+                tf.reduce_max(gt_labels),
+            ],
         ),
         tf.debugging.Assert(
             tf.logical_not(inverted),
@@ -143,8 +146,13 @@ def graph_checks(gt_boxes, gt_labels, num_classes, image_size=None, canvas_hw=No
         checks.append(
             tf.debugging.Assert(
                 fits,
-                ["GFocalDetector: y['image_size'] must hold each image's resized (height, width) before "
-                 "padding, between 1 and the input size. Got:", image_size, "input (height, width):", canvas],
+                [
+                    "GFocalDetector: y['image_size'] must hold each image's resized (height, width) before "
+                    "padding, between 1 and the input size. Got:",
+                    image_size,
+                    "input (height, width):",
+                    canvas,
+                ],
                 summarize=8,
             )
         )
@@ -183,8 +191,17 @@ class GFocalLoss:
         qfl_weight, giou_weight, dfl_weight: term weights (1.0, 2.0, 0.25).
     """
 
-    def __init__(self, num_classes, strides=box_ops.DEFAULT_STRIDES, reg_max=16, atss_topk=9, qfl_beta=2.0,
-                 qfl_weight=1.0, giou_weight=2.0, dfl_weight=0.25):
+    def __init__(
+        self,
+        num_classes,
+        strides=box_ops.DEFAULT_STRIDES,
+        reg_max=16,
+        atss_topk=9,
+        qfl_beta=2.0,
+        qfl_weight=1.0,
+        giou_weight=2.0,
+        dfl_weight=0.25,
+    ):
         self.num_classes = int(num_classes)
         self.strides = tuple(int(s) for s in strides)
         self.reg_max = int(reg_max)
@@ -247,7 +264,7 @@ class GFocalLoss:
                 scores (probabilities), ``"reg_logits"`` ``[B, A, 4 * (n + 1)]``
                 edge-major; GFocalV1 outputs also carry ``"cls_logits"``
                 ``[B, A, C]``, which QFL then takes (sigmoid inside).
-            targets: see `assign`.
+            targets: see ``assign``.
             image_hw: ``(H, W)`` of the input batch, python ints.
         Returns:
             dict of float32 scalars ``"qfl"``, ``"giou"``, ``"dfl"``, each
@@ -274,7 +291,11 @@ class GFocalLoss:
         from_logits = "cls_logits" in outputs
         cls_for_qfl = tf.cast(outputs["cls_logits"] if from_logits else cls_scores, tf.float32)
         qfl = losses.quality_focal_loss(
-            flat(cls_for_qfl), flat(t["labels"]), flat(iou_targets), beta=self.qfl_beta, from_logits=from_logits,
+            flat(cls_for_qfl),
+            flat(t["labels"]),
+            flat(iou_targets),
+            beta=self.qfl_beta,
+            from_logits=from_logits,
         )
         qfl = qfl * flat(tf.cast(valid, tf.float32))
         # Positives per image with a floor of 1, summed, averaged over replicas, at least 1.

@@ -1,9 +1,9 @@
-"""`GFocalDetector`: the GFocalV2 (and V1) dense detector as a `keras.Model`."""
+"""``GFocalDetector``: the GFocalV2 (and V1) dense detector as a ``keras.Model``."""
 
 import warnings
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -24,27 +24,27 @@ class GFocalDetector(keras.Model):
     for training (QFL) and ranking (NMS).
 
     Inputs: ``[B, H, W, 3]`` float images, RGB normalised with the reference
-    mean and std (`keras_gfocal.image.normalize_image`), H and W multiples of 32.
+    mean and std (``keras_gfocal.image.normalize_image``), H and W multiples of 32.
 
     Calling the model returns the raw dense outputs, the ``A`` points of all
     levels concatenated P3 first, row-major within a level:
     ``{"cls_scores": [B, A, C] joint scores (probabilities), "reg_logits":
     [B, A, 4 * (reg_max + 1)]}``; GFocalV1 models add ``"cls_logits"``.
-    `predict()` returns post-processed detections (see `decode`): ``{"boxes"
+    ``predict()`` returns post-processed detections (see ``decode``): ``{"boxes"
     [B, D, 4] xyxy input pixels, "scores" [B, D], "labels" [B, D] contiguous
     class index, "category_ids" [B, D] dataset id (both -1 on padding),
     "num_detections" [B], "edge_confidence" [B, D, 4]}``.
 
-    `fit()` takes ``(images, {"boxes": [B, G, 4] xyxy pixels, "labels": [B, G]
+    ``fit()`` takes ``(images, {"boxes": [B, G, 4] xyxy pixels, "labels": [B, G]
     int, -1 for padding, optionally "image_size": [B, 2] each image's resized
-    (height, width) before padding})``; `keras_gfocal.data.make_dataset`
+    (height, width) before padding})``; ``keras_gfocal.data.make_dataset``
     yields exactly that.
 
     Args:
-        backbone: a `keras_gfocal.layers.Backbone`: a serialisable layer that
+        backbone: a ``keras_gfocal.layers.Backbone``: a serialisable layer that
             takes the normalised image batch and returns ``[C3, C4, C5]``
             (strides 8, 16, 32) and declares their ``output_channels``.
-            Presets build one (`from_preset`).
+            Presets build one (``from_preset``).
         num_classes: number of object classes.
         fpn_channels, head_channels, stacked_convs, groups: neck and head sizes.
         reg_max: largest distribution bin (16).
@@ -140,7 +140,7 @@ class GFocalDetector(keras.Model):
 
     @classmethod
     def from_preset(cls, name, num_classes, backbone_weights="default", **kwargs):
-        """Builds a detector from a named preset (see `keras_gfocal.presets.PRESETS`).
+        """Builds a detector from a named preset (see ``keras_gfocal.presets.PRESETS``).
 
         Args:
             name: preset name, e.g. ``"gfocal_v2_r50_fpn"`` or ``"gfocal_v2_tiny"``.
@@ -162,9 +162,7 @@ class GFocalDetector(keras.Model):
         shape = tuple(input_shape)
         if not self.backbone.built:  # a deserialised or pretrained backbone comes built
             self.backbone.build(shape)
-        c_shapes = [
-            (shape[0], None, None, c) for c in self.backbone.output_channels
-        ]
+        c_shapes = [(shape[0], None, None, c) for c in self.backbone.output_channels]
         self.fpn.build(c_shapes)
         self.head.build([(shape[0], None, None, self.fpn_channels)] * len(self.strides))
         self.built = True
@@ -210,7 +208,7 @@ class GFocalDetector(keras.Model):
     def decode(self, images, outputs):
         """Dense outputs -> fixed-size detections in input pixels.
 
-        Returns the `predict` dict, the `keras_gfocal.postprocess.DETECTION_KEYS`
+        Returns the ``predict`` dict, the ``keras_gfocal.postprocess.DETECTION_KEYS``
         that every export returns too: ``boxes [B, D, 4]`` xyxy in input
         pixels, ``scores [B, D]``, ``labels [B, D]`` (contiguous class index,
         -1 on padding), ``category_ids [B, D]`` (the dataset's id of each
@@ -246,9 +244,9 @@ class GFocalDetector(keras.Model):
         """Compiles with the reference optimiser unless one is given.
 
         Default: SGD, learning rate 0.01 (the reference's for a global batch of
-        16; use `keras_gfocal.schedules.reference_schedule` for warm-up, decay
+        16; use ``keras_gfocal.schedules.reference_schedule`` for warm-up, decay
         and batch scaling), momentum 0.9, weight decay 1e-4. The losses are
-        built in (`compute_loss`); a ``loss`` argument is not needed.
+        built in (``compute_loss``); a ``loss`` argument is not needed.
         """
         if optimizer is None:
             optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
@@ -263,7 +261,9 @@ class GFocalDetector(keras.Model):
         try:
             config = keras.saving.deserialize_keras_object(config)
         except (TypeError, ValueError) as err:
-            warnings.warn(f"The saved optimiser could not be restored ({err}); call compile() before fit().")
+            warnings.warn(
+                f"The saved optimiser could not be restored ({err}); call compile() before fit().", stacklevel=2
+            )
             return
         self.compile(**config)
         if self.built:
@@ -285,9 +285,7 @@ class GFocalDetector(keras.Model):
         strategy = self._distribute_strategy
         if iterator is not None and strategy is not None:
             for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0], next(batches)
-                )
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(batches))
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
@@ -308,7 +306,7 @@ class GFocalDetector(keras.Model):
         ``y``: ``{"boxes" [B, G, 4], "labels" [B, G]}`` and optionally
         ``"image_size" [B, 2]``, each image's resized (height, width) before
         padding; points over an image's padding then take no part. See
-        `keras_gfocal.detection_loss.GFocalLoss` for the targets and the
+        ``keras_gfocal.detection_loss.GFocalLoss`` for the targets and the
         normalisers (averaged across replicas, so that a batch split across
         devices gives the same loss and gradient as on one device).
         """
@@ -328,7 +326,7 @@ class GFocalDetector(keras.Model):
         self.dfl_tracker.update_state(terms["dfl"])
         total = terms["qfl"] + terms["giou"] + terms["dfl"]
         if self.losses:
-            total = total + tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+            total = total + tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
         return scale_for_replicas(total)
 
     # ----------------------------------------------------------- serialisation
@@ -376,7 +374,7 @@ class GFocalDetector(keras.Model):
 
 
 def _check_backbone(backbone):
-    """ValueError unless ``backbone`` keeps the `keras_gfocal.layers.Backbone` contract."""
+    """ValueError unless ``backbone`` keeps the ``keras_gfocal.layers.Backbone`` contract."""
     if isinstance(backbone, str):
         raise ValueError(
             f"backbone must be a layer, not the name {backbone!r}: use GFocalDetector.from_preset(...) or pass "

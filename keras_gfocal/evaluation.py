@@ -9,8 +9,18 @@ from tqdm.auto import tqdm
 
 # The 12 numbers pycocotools prints, in its order.
 COCO_METRIC_NAMES = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+    "AP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
 )
 
 
@@ -18,7 +28,7 @@ def detections_to_coco(detections, meta, label_to_category_id):
     """Converts one batch of fixed-size detections to COCO result dicts.
 
     Args:
-        detections: dict of NumPy arrays from `GFocalDetector.predict`:
+        detections: dict of NumPy arrays from ``GFocalDetector.predict``:
             ``boxes [B, D, 4]`` xyxy in model-input pixels, ``scores [B, D]``,
             ``labels [B, D]`` (contiguous), ``num_detections [B]``.
         meta: dict with ``image_id [B]``, ``scale [B]`` (resized / original) and
@@ -44,8 +54,12 @@ def detections_to_coco(detections, meta, label_to_category_id):
 def _coco_result(image_id, category_id, box_xyxy, score):
     """One COCO result dict; the box goes from xyxy to xywh."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
-    return {"image_id": int(image_id), "category_id": int(category_id), "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "score": float(score)}
+    return {
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "score": float(score),
+    }
 
 
 def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=100):
@@ -54,18 +68,18 @@ def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=1
     A canvas size -- ``image_size``, else the model's training ``image_size``
     -- gives today's fixed-canvas batches; a model without one (e.g. converted
     from a reference checkpoint) gets the reference's test-time resize
-    (`keras_gfocal.data.transforms.REFERENCE_TEST_SCALE`: long side <= 1333,
+    (``keras_gfocal.data.transforms.REFERENCE_TEST_SCALE``: long side <= 1333,
     short side <= 800, each image padded to its own multiple of 32, batches of
     one padded size), on which the published AP numbers depend.
 
     Args:
-        model: a `GFocalDetector` (or anything with an ``image_size`` attribute).
-        dataset: a `keras_gfocal.data.CocoDataset` or a `tf.data.Dataset` of records.
+        model: a ``GFocalDetector`` (or anything with an ``image_size`` attribute).
+        dataset: a ``keras_gfocal.data.CocoDataset`` or a ``tf.data.Dataset`` of records.
         batch_size: images per batch.
         image_size: optional ``(H, W)`` canvas overriding the model's.
         max_boxes: rows of the padded ground truth.
     Returns:
-        `keras_gfocal.data.make_dataset(..., training=False)` batches
+        ``keras_gfocal.data.make_dataset(..., training=False)`` batches
         ``(images, targets, meta)``.
     """
     from keras_gfocal.data import make_dataset
@@ -73,10 +87,10 @@ def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=1
 
     size = image_size or getattr(model, "image_size", None)
     if size:
-        return make_dataset(dataset, training=False, batch_size=batch_size, image_size=tuple(size),
-                            max_boxes=max_boxes)
-    return make_dataset(dataset, training=False, batch_size=batch_size, max_boxes=max_boxes,
-                        test_scale=REFERENCE_TEST_SCALE)
+        return make_dataset(dataset, training=False, batch_size=batch_size, image_size=tuple(size), max_boxes=max_boxes)
+    return make_dataset(
+        dataset, training=False, batch_size=batch_size, max_boxes=max_boxes, test_scale=REFERENCE_TEST_SCALE
+    )
 
 
 def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, batch_size=8):
@@ -84,14 +98,14 @@ def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, 
 
     Args:
         model: anything with ``predict_on_batch(images)`` returning the detection
-            dict (a `GFocalDetector`, or an exported-model wrapper). Inputs of
+            dict (a ``GFocalDetector``, or an exported-model wrapper). Inputs of
             varying height and width (the reference's test resize) are run by
             Keras's ``predict_on_batch``, whose function relaxes its input
             shape after the second one instead of tracing every size.
         eval_dataset: batches ``(images, targets, meta)`` from
-            `keras_gfocal.data.make_dataset(..., training=False)`, or a
-            `keras_gfocal.data.CocoDataset`, which is run through
-            `make_eval_dataset` (the model's canvas, or the reference's test
+            ``keras_gfocal.data.make_dataset(..., training=False)``, or a
+            ``keras_gfocal.data.CocoDataset``, which is run through
+            ``make_eval_dataset`` (the model's canvas, or the reference's test
             resize for a model without one).
         label_to_category_id: contiguous label -> dataset id; default: the
             ``CocoDataset``'s.
@@ -114,8 +128,8 @@ def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, 
 
 
 def detect_coco(detector, dataset, progress=True, max_images=None):
-    """Runs any `keras_gfocal.export.runtime.Detector` image by image over a
-    `keras_gfocal.data.CocoDataset` and collects COCO results.
+    """Runs any ``keras_gfocal.export.runtime.Detector`` image by image over a
+    ``keras_gfocal.data.CocoDataset`` and collects COCO results.
 
     Every model format is scored through this one path: the original image
     (decoded as the training pipeline decodes it) in, boxes in its pixels and
@@ -134,19 +148,26 @@ def detect_coco(detector, dataset, progress=True, max_images=None):
 
 
 _TABLE_ROWS = (
-    ("Precision", "AP", "0.50:0.95", "all", 100), ("Precision", "AP", "0.50", "all", 100),
-    ("Precision", "AP", "0.75", "all", 100), ("Precision", "AP", "0.50:0.95", "small", 100),
-    ("Precision", "AP", "0.50:0.95", "medium", 100), ("Precision", "AP", "0.50:0.95", "large", 100),
-    ("Recall", "AR", "0.50:0.95", "all", 1), ("Recall", "AR", "0.50:0.95", "all", 10),
-    ("Recall", "AR", "0.50:0.95", "all", 100), ("Recall", "AR", "0.50:0.95", "small", 100),
-    ("Recall", "AR", "0.50:0.95", "medium", 100), ("Recall", "AR", "0.50:0.95", "large", 100),
+    ("Precision", "AP", "0.50:0.95", "all", 100),
+    ("Precision", "AP", "0.50", "all", 100),
+    ("Precision", "AP", "0.75", "all", 100),
+    ("Precision", "AP", "0.50:0.95", "small", 100),
+    ("Precision", "AP", "0.50:0.95", "medium", 100),
+    ("Precision", "AP", "0.50:0.95", "large", 100),
+    ("Recall", "AR", "0.50:0.95", "all", 1),
+    ("Recall", "AR", "0.50:0.95", "all", 10),
+    ("Recall", "AR", "0.50:0.95", "all", 100),
+    ("Recall", "AR", "0.50:0.95", "small", 100),
+    ("Recall", "AR", "0.50:0.95", "medium", 100),
+    ("Recall", "AR", "0.50:0.95", "large", 100),
 )
 
 
 def format_table(stats):
     """The 12 numbers in pycocotools' summary layout, plus the AP per class."""
     lines = [
-        f" {'Average ' + kind:<18} ({short}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3d} ] = {stats[name]:0.3f}"
+        f" {'Average ' + kind:<18} ({short}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3d} ]"
+        f" = {stats[name]:0.3f}"
         for (kind, short, iou, area, dets), name in zip(_TABLE_ROWS, COCO_METRIC_NAMES)
     ]
     if stats.get("per_class_AP"):
@@ -158,12 +179,12 @@ def coco_evaluate(coco_gt, results, verbose=True, image_ids=None):
     """COCO box mAP of ``results`` against the ground truth ``coco_gt``.
 
     Args:
-        coco_gt: a `pycocotools.coco.COCO`.
-        results: COCO result dicts (see `detections_to_coco`).
+        coco_gt: a ``pycocotools.coco.COCO``.
+        results: COCO result dicts (see ``detections_to_coco``).
         verbose: print pycocotools' 12-line table and the AP per class.
         image_ids: score only these images (default: all of ``coco_gt``).
     Returns:
-        dict: the 12 standard numbers (`COCO_METRIC_NAMES`) and
+        dict: the 12 standard numbers (``COCO_METRIC_NAMES``) and
         ``"per_class_AP"``: {category name: AP@[.5:.95]}.
     """
     from pycocotools.cocoeval import COCOeval
@@ -198,7 +219,7 @@ def coco_evaluate(coco_gt, results, verbose=True, image_ids=None):
 
 
 def write_results(results, path):
-    """Writes COCO results as JSON (the format `COCO.loadRes` reads)."""
+    """Writes COCO results as JSON (the format ``COCO.loadRes`` reads)."""
     with open(path, "w", encoding="utf-8") as f:
         json.dump(results, f)
     return path

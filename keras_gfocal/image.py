@@ -1,13 +1,13 @@
 """Images in and out of the model's colour space: decoding, reading, normalising.
 
-One decoder and one normalisation serve training (`keras_gfocal.data`),
-evaluation, prediction and every export (`keras_gfocal.export`), so every path
+One decoder and one normalisation serve training (``keras_gfocal.data``),
+evaluation, prediction and every export (``keras_gfocal.export``), so every path
 sees the same pixels and the same model input. This module imports nothing else
 of the package, so that exporting does not depend on the COCO reader.
 
-* `decode_image`: encoded JPEG / PNG / GIF / BMP bytes -> uint8 ``[h, w, 3]`` RGB.
-* `read_image`: the same for a file, as NumPy, with errors that name the file.
-* `normalize_image`: 0..255 RGB -> ``(image - MEAN) / STD`` float32, the
+* ``decode_image``: encoded JPEG / PNG / GIF / BMP bytes -> uint8 ``[h, w, 3]`` RGB.
+* ``read_image``: the same for a file, as NumPy, with errors that name the file.
+* ``normalize_image``: 0..255 RGB -> ``(image - MEAN) / STD`` float32, the
   backbone's input.
 """
 
@@ -56,7 +56,7 @@ def decode_error_message(err):
 def read_image(path):
     """Reads one image file as uint8 ``[h, w, 3]`` RGB NumPy, exactly as training decodes it.
 
-    The same `decode_image` serves `keras_gfocal.data.make_dataset`,
+    The same ``decode_image`` serves ``keras_gfocal.data.make_dataset``,
     evaluation, ``gfocal predict`` and the exports, so every path sees the same
     pixels: 16-bit PNGs are scaled to 8 bits (value / 257), grayscale is
     repeated to three channels, palette PNGs are expanded, CMYK JPEGs are

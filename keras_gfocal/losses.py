@@ -2,7 +2,7 @@
 
 Each function returns one loss value per row, unreduced; weighting and
 normalisation (by the number of positives, or by the sum of the quality
-weights) are the caller's job, see `keras_gfocal.detection_loss`.
+weights) are the caller's job, see ``keras_gfocal.detection_loss``.
 """
 
 from keras import ops

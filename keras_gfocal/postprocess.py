@@ -4,9 +4,9 @@ Outputs have fixed, padded shapes with a count, so the same graph serves
 ``predict()``, SavedModel and TFLite exports. NMS uses only TensorFlow ops that
 TFLite has as built-ins (top-k, gather, NonMaxSuppressionV5).
 
-The detections have one vocabulary, `DETECTION_KEYS` (`DETECTIONS` says what
+The detections have one vocabulary, ``DETECTION_KEYS`` (``DETECTIONS`` says what
 each means, and every export's metadata carries it), in every way a model
-runs: `GFocalDetector.predict`, the SavedModel, TFLite and ONNX exports, and
+runs: ``GFocalDetector.predict``, the SavedModel, TFLite and ONNX exports, and
 ``keras_gfocal.export.load_detector(path).detect(image)`` (which drops the
 batch axis, the padding and ``num_detections``):
 
@@ -172,7 +172,7 @@ def postprocess_detections(
         boxes: ``[B, A, 4]`` xyxy boxes.
         num_level_points: python ints, points per level.
         point_features: optional ``[B, A, K]`` per-point values (e.g. the
-            `edge_confidence`) returned for each detection.
+            ``edge_confidence``) returned for each detection.
     Returns:
         dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``labels`` int32
         ``[B, D]`` (contiguous class index, -1 on padding), ``num_detections``
@@ -187,9 +187,7 @@ def postprocess_detections(
     width = payload.shape[-1]
 
     def per_image(args):
-        return _nms_single_image(
-            args[0], args[1], score_threshold, iou_threshold, max_detections
-        )
+        return _nms_single_image(args[0], args[1], score_threshold, iou_threshold, max_detections)
 
     if cls_scores.shape[0] == 1:
         # A static batch of one (TFLite, ONNX): no loop in the graph.

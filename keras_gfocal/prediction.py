@@ -1,7 +1,7 @@
 """Running a detector on image files: one JSON-ready record per image, and pictures.
 
 What ``gfocal predict`` writes and the demo draws; any
-`keras_gfocal.export.runtime.Detector` (a ``.keras`` model or any export)
+``keras_gfocal.export.runtime.Detector`` (a ``.keras`` model or any export)
 runs it.
 """
 
@@ -14,11 +14,10 @@ from keras_gfocal.image import read_image
 from keras_gfocal.visualize import draw_detections
 
 
-def predict_images(detector, files, score_threshold=0.3, out=None, progress=True, skip_bad_images=False,
-                   skipped=None):
-    """Runs a `keras_gfocal.export.runtime.Detector` on image files.
+def predict_images(detector, files, score_threshold=0.3, out=None, progress=True, skip_bad_images=False, skipped=None):
+    """Runs a ``keras_gfocal.export.runtime.Detector`` on image files.
 
-    Images are read with `keras_gfocal.image.read_image`, the decoder of
+    Images are read with ``keras_gfocal.image.read_image``, the decoder of
     training and evaluation, so every path sees the same pixels.
 
     Returns one dict per image: ``file`` and ``detections`` (box xyxy in the

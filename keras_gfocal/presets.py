@@ -1,4 +1,4 @@
-"""Named detector configurations for `GFocalDetector.from_preset`.
+"""Named detector configurations for ``GFocalDetector.from_preset``.
 
 Each preset names a backbone (a class and its arguments), the default weights
 it loads, and the detector's other constructor arguments.

@@ -200,8 +200,7 @@ def points_to_anchors(points, point_strides, octave_base_scale=8):
 # ---------------------------------------------------------------------------
 
 
-def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, return_margins=False,
-                       anchor_valid=None):
+def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, return_margins=False, anchor_valid=None):
     """ATSS for one image -> int [A] (gt index or -1).
 
     With ``anchor_valid`` (bool [A]), the reference's way: the invalid anchors (over the
@@ -211,10 +210,9 @@ def atss_assign_single(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, r
     if anchor_valid is not None:
         anchor_valid = np.asarray(anchor_valid, dtype=bool)
         starts = np.concatenate([[0], np.cumsum(num_level_anchors)]).astype(int)
-        kept_counts = [int(anchor_valid[starts[i]:starts[i + 1]].sum()) for i in range(len(num_level_anchors))]
+        kept_counts = [int(anchor_valid[starts[i] : starts[i + 1]].sum()) for i in range(len(num_level_anchors))]
         kept = np.nonzero(anchor_valid)[0]
-        result = atss_assign_single(np.asarray(anchors)[kept], kept_counts, gt_boxes, gt_valid, topk,
-                                    return_margins)
+        result = atss_assign_single(np.asarray(anchors)[kept], kept_counts, gt_boxes, gt_valid, topk, return_margins)
         sub, margins = result if return_margins else (result, None)
         assigned = np.full(anchor_valid.shape[0], -1, dtype=np.int64)
         assigned[kept] = sub
@@ -233,9 +231,7 @@ def _atss_assign_kept(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, re
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64)
     gt_valid = np.asarray(gt_valid, dtype=bool)
     num_anchors = anchors.shape[0]
-    centres = np.stack(
-        [(anchors[:, 0] + anchors[:, 2]) / 2.0, (anchors[:, 1] + anchors[:, 3]) / 2.0], axis=-1
-    )
+    centres = np.stack([(anchors[:, 0] + anchors[:, 2]) / 2.0, (anchors[:, 1] + anchors[:, 3]) / 2.0], axis=-1)
     starts = np.concatenate([[0], np.cumsum(num_level_anchors)]).astype(int)
 
     best_iou = np.full(num_anchors, -np.inf)
@@ -287,8 +283,14 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_v
     gt_valid = np.asarray(gt_valid)
     return np.stack(
         [
-            atss_assign_single(anchors, num_level_anchors, gt_boxes[b], gt_valid[b], topk,
-                               anchor_valid=None if anchor_valid is None else np.asarray(anchor_valid)[b])
+            atss_assign_single(
+                anchors,
+                num_level_anchors,
+                gt_boxes[b],
+                gt_valid[b],
+                topk,
+                anchor_valid=None if anchor_valid is None else np.asarray(anchor_valid)[b],
+            )
             for b in range(gt_boxes.shape[0])
         ]
     )
@@ -319,9 +321,21 @@ def valid_points(image_height, image_width, image_size, strides=(8, 16, 32, 64, 
 # ---------------------------------------------------------------------------
 
 
-def gfocal_loss(cls_scores, reg_logits, gt_boxes, gt_labels, canvas_hw, image_sizes=None, cls_logits=None,
-                strides=(8, 16, 32, 64, 128), reg_max=16, topk=9, beta=2.0, weights=(1.0, 2.0, 0.25),
-                return_details=False):
+def gfocal_loss(
+    cls_scores,
+    reg_logits,
+    gt_boxes,
+    gt_labels,
+    canvas_hw,
+    image_sizes=None,
+    cls_logits=None,
+    strides=(8, 16, 32, 64, 128),
+    reg_max=16,
+    topk=9,
+    beta=2.0,
+    weights=(1.0, 2.0, 0.25),
+    return_details=False,
+):
     """The whole GFocal loss of one batch on one device, point by point.
 
     cls_scores [B, A, C] joint scores J; reg_logits [B, A, 4 (n+1)] edge-major; gt_boxes [B, G, 4]
@@ -461,8 +475,9 @@ def postprocess_single(
     return det_boxes[order], det_scores[order], det_classes[order]
 
 
-def postprocess_detections(cls_scores, boxes, num_level_points, pre_nms_top_k=1000, score_threshold=0.05,
-                           iou_threshold=0.6, max_detections=100):
+def postprocess_detections(
+    cls_scores, boxes, num_level_points, pre_nms_top_k=1000, score_threshold=0.05, iou_threshold=0.6, max_detections=100
+):
     """Batched, padded like the package's API: dict of boxes/scores/classes/num_detections."""
     cls_scores = np.asarray(cls_scores)
     boxes = np.asarray(boxes)
@@ -472,8 +487,9 @@ def postprocess_detections(cls_scores, boxes, num_level_points, pre_nms_top_k=10
     out_classes = np.full((bsz, max_detections), -1, dtype=np.int64)
     num = np.zeros((bsz,), dtype=np.int64)
     for b in range(bsz):
-        bb, ss, cc = postprocess_single(cls_scores[b], boxes[b], num_level_points, pre_nms_top_k,
-                                        score_threshold, iou_threshold, max_detections)
+        bb, ss, cc = postprocess_single(
+            cls_scores[b], boxes[b], num_level_points, pre_nms_top_k, score_threshold, iou_threshold, max_detections
+        )
         k = len(ss)
         out_boxes[b, :k] = bb
         out_scores[b, :k] = ss

@@ -32,11 +32,11 @@ input, so activations stay finite and of order one through ResNet-50, the FPN an
 """
 
 import zlib
-from typing import Iterable, Mapping, Sequence, Tuple, Union
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-ShapeSpec = Union[Mapping[str, Sequence[int]], Iterable[Tuple[str, Sequence[int]]]]
+ShapeSpec = Mapping[str, Sequence[int]] | Iterable[tuple[str, Sequence[int]]]
 
 
 def _rng(key: str) -> np.random.RandomState:

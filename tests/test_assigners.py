@@ -2,9 +2,9 @@
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from keras_gfocal.assigners import atss_assign
 
 STRIDES = (8, 16, 32, 64, 128)
@@ -29,9 +29,7 @@ def image_anchors(h=128, w=128):
 
 
 # A tiny single-level layout: anchor 0 at the origin, three far-away anchors with IoU 0.
-TINY_ANCHORS = np.array(
-    [[0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210], [300, 300, 310, 310]], np.float32
-)
+TINY_ANCHORS = np.array([[0, 0, 10, 10], [100, 100, 110, 110], [200, 200, 210, 210], [300, 300, 310, 310]], np.float32)
 
 
 # ---------------------------------------------------------------------------

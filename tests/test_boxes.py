@@ -4,8 +4,8 @@ import math
 
 import keras
 import numpy as np
-
 import numpy_reference as ref
+
 from keras_gfocal import boxes as kb
 
 RTOL = 1e-5
@@ -77,9 +77,7 @@ def test_aligned_iou_giou_random_against_reference():
     np.testing.assert_allclose(to_np(kb.aligned_iou(a, b)), ref.aligned_iou(a, b), rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(to_np(kb.aligned_giou(a, b)), ref.aligned_giou(a, b), rtol=RTOL, atol=ATOL)
     # aligned IoU is the diagonal of the pairwise IoU
-    np.testing.assert_allclose(
-        to_np(kb.aligned_iou(a, b)), np.diag(to_np(kb.pairwise_iou(a, b))), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(to_np(kb.aligned_iou(a, b)), np.diag(to_np(kb.pairwise_iou(a, b))), rtol=RTOL, atol=ATOL)
 
 
 def test_zero_area_boxes_give_finite_iou():
@@ -236,8 +234,9 @@ def test_integer_boxes_become_float32_and_float64_stays():
 
 def test_pairwise_iou_batched():
     a = np.array([[[0, 0, 10, 10], [0, 0, 10, 5]], [[0, 0, 4, 4], [2, 2, 6, 6]]], np.float32)
-    b = np.array([[[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], [[0, 0, 4, 4], [0, 0, 2, 2], [4, 4, 6, 6]]],
-                 np.float32)
+    b = np.array(
+        [[[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], [[0, 0, 4, 4], [0, 0, 2, 2], [4, 4, 6, 6]]], np.float32
+    )
     iou = to_np(kb.pairwise_iou(a, b))
     np.testing.assert_allclose(iou[0], [[1, 50 / 150, 0], [0.5, 25 / 125, 0]], rtol=1e-6)
     np.testing.assert_allclose(iou[1], [[1, 0.25, 0], [4 / 28, 0, 0.25]], rtol=1e-6)

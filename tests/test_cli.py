@@ -34,12 +34,33 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     train_json["images"].append(dict(first, id=999, file_name="cut.jpg"))
     train_json["annotations"].append(dict(train_json["annotations"][0], id=9999, image_id=999))
     json.dump(train_json, open(f"{ann}/instances_train.json", "w"))
-    assert main([
-        "train", "--train-ann", f"{ann}/instances_train.json", "--train-images", f"{data}/train",
-        "--val-ann", f"{ann}/instances_val.json", "--val-images", f"{data}/val",
-        "--preset", "gfocal_v2_tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "64", "--out", run,
-        "--skip-bad-images",
-    ]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train-ann",
+                f"{ann}/instances_train.json",
+                "--train-images",
+                f"{data}/train",
+                "--val-ann",
+                f"{ann}/instances_val.json",
+                "--val-images",
+                f"{data}/val",
+                "--preset",
+                "gfocal_v2_tiny",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--image-size",
+                "64",
+                "--out",
+                run,
+                "--skip-bad-images",
+            ]
+        )
+        == 0
+    )
     assert "left out: 1 bad image(s) (cut.jpg)" in capsys.readouterr().out
     for name in ("model.keras", "log.csv", "checkpoints/epoch_001.keras", "eval/metrics.json"):
         assert os.path.exists(os.path.join(run, name)), name
@@ -61,10 +82,22 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     model.save(f"{run}/scored.keras")
 
     results_json = str(tmp_path / "results.json")
-    assert main([
-        "evaluate", "--model", f"{run}/scored.keras", "--ann", f"{ann}/instances_val.json",
-        "--images", f"{data}/val", "--results-json", results_json,
-    ]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                f"{run}/scored.keras",
+                "--ann",
+                f"{ann}/instances_val.json",
+                "--images",
+                f"{data}/val",
+                "--results-json",
+                results_json,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "No detections" not in out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in out and "AP per class: circle" in out
@@ -130,8 +163,22 @@ def test_evaluate_and_predict_use_the_reference_resize_without_a_canvas(tmp_path
     path = str(tmp_path / "converted.keras")
     model.save(path)  # no image_size, as a model converted from a reference checkpoint
 
-    assert main(["evaluate", "--model", path, "--ann", paths["val_ann_file"], "--images", paths["val_image_dir"],
-                 "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                path,
+                "--ann",
+                paths["val_ann_file"],
+                "--images",
+                paths["val_image_dir"],
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "reference's test resize" in out and "Average Precision" in out
     # 48 x 64 images: scale min(64 / 48, 100 / 64) = 4 / 3 -> 64 x 85, padded to 64 x 96, two of one size.
@@ -167,11 +214,14 @@ def _coco_folder(tmp_path, bbox, image_names=("a.png",)):
         Image.fromarray(noise).save(str(image_dir / name))
         images.append({"id": i, "file_name": name, "height": 32, "width": 32})
     annotations = [{"id": 5, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}]
-    annotations += [{"id": 10 + i, "image_id": i, "category_id": 1, "bbox": [2, 2, 20, 20], "iscrowd": 0}
-                    for i in range(2, len(images) + 1)]
+    annotations += [
+        {"id": 10 + i, "image_id": i, "category_id": 1, "bbox": [2, 2, 20, 20], "iscrowd": 0}
+        for i in range(2, len(images) + 1)
+    ]
     ann_file = tmp_path / "ann.json"
-    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                    "categories": [{"id": 1, "name": "thing"}]}))
+    ann_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]})
+    )
     return str(ann_file), str(image_dir)
 
 
@@ -191,8 +241,23 @@ def _cut(path):
 )
 def test_train_answers_a_broken_bbox_in_one_line(tmp_path, capsys, bbox, reason):
     ann_file, image_dir = _coco_folder(tmp_path, bbox)
-    code = main(["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
-                 "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "1"])
+    code = main(
+        [
+            "train",
+            "--train-ann",
+            ann_file,
+            "--train-images",
+            image_dir,
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "gfocal_v2_tiny",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "1",
+        ]
+    )
     assert code == 2
     line = _one_error_line(capsys.readouterr().err, "train")
     assert line == f"gfocal train: error: {ann_file}: annotation 5 (image 1, a.png): {reason}"
@@ -200,13 +265,30 @@ def test_train_answers_a_broken_bbox_in_one_line(tmp_path, capsys, bbox, reason)
 
 def test_train_without_usable_boxes_says_why(tmp_path, capsys):
     ann_file, image_dir = _coco_folder(tmp_path, [1, 1, 0, 20])
-    code = main(["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
-                 "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "2"])
+    code = main(
+        [
+            "train",
+            "--train-ann",
+            ann_file,
+            "--train-images",
+            image_dir,
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "gfocal_v2_tiny",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 2
     captured = capsys.readouterr()
     line = _one_error_line(captured.err, "train")
-    assert f"{ann_file} has no images with a usable box to train on (1 usable images; left out: 1 boxes narrower " \
-           "or lower than 1 pixel" in line
+    assert (
+        f"{ann_file} has no images with a usable box to train on (1 usable images; left out: 1 boxes narrower "
+        "or lower than 1 pixel" in line
+    )
     assert "batch-size" not in line
     assert "left out: 1 boxes narrower or lower than 1 pixel" in captured.out  # the summary is printed too
 
@@ -215,8 +297,21 @@ def test_train_names_every_truncated_image_and_skips_them_on_request(tmp_path, c
     ann_file, image_dir = _coco_folder(tmp_path, [2, 2, 20, 20], ["a.png", "cut1.jpg", "cut2.jpg"])
     for name in ("cut1.jpg", "cut2.jpg"):
         _cut(os.path.join(image_dir, name))
-    args = ["train", "--train-ann", ann_file, "--train-images", image_dir, "--out", str(tmp_path / "run"),
-            "--preset", "gfocal_v2_tiny", "--image-size", "32", "--batch-size", "2"]
+    args = [
+        "train",
+        "--train-ann",
+        ann_file,
+        "--train-images",
+        image_dir,
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "gfocal_v2_tiny",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+    ]
     assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err, "train")
     assert line.startswith(f"gfocal train: error: 2 bad image(s) listed in {ann_file}")
@@ -234,8 +329,9 @@ def tiny_model(tmp_path_factory):
     from keras_gfocal import GFocalDetector
 
     folder = tmp_path_factory.mktemp("model")
-    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=1, image_size=(32, 32), class_names=["thing"],
-                                       category_ids=[1])
+    model = GFocalDetector.from_preset(
+        "gfocal_v2_tiny", num_classes=1, image_size=(32, 32), class_names=["thing"], category_ids=[1]
+    )
     model.build((None, 32, 32, 3))
     path = str(folder / "model.keras")
     model.save(path)
@@ -249,10 +345,17 @@ def test_evaluate_and_predict_skip_truncated_images(tmp_path, capsys, tiny_model
     _, model_path = tiny_model
     # Inference itself is tested elsewhere: here only which images reach it.
     reached = []
-    monkeypatch.setattr(keras_gfocal.evaluation, "predict_coco",
-                        lambda model, ds, ids: reached.extend(int(i) for _, _, m in ds for i in m["image_id"]) or [])
-    empty = {"boxes": np.zeros([0, 4]), "scores": np.zeros([0]), "labels": np.zeros([0], int),
-             "category_ids": np.zeros([0], int)}
+    monkeypatch.setattr(
+        keras_gfocal.evaluation,
+        "predict_coco",
+        lambda model, ds, ids: reached.extend(int(i) for _, _, m in ds for i in m["image_id"]) or [],
+    )
+    empty = {
+        "boxes": np.zeros([0, 4]),
+        "scores": np.zeros([0]),
+        "labels": np.zeros([0], int),
+        "category_ids": np.zeros([0], int),
+    }
     monkeypatch.setattr(KerasDetector, "detect", lambda self, image: empty)
     ann_file, image_dir = _coco_folder(tmp_path, [2, 2, 20, 20], ["a.png", "cut.jpg"])
     _cut(os.path.join(image_dir, "cut.jpg"))
@@ -321,9 +424,11 @@ def test_a_decode_error_inside_the_pipeline_is_one_line(capsys, monkeypatch):
     parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=failing)
     assert main(["synth", "x"]) == 2
     line = _one_error_line(capsys.readouterr().err, "synth")
-    assert line.startswith("gfocal synth: error: an image could not be decoded in the input pipeline "
-                           "(jpeg::Uncompress failed. Invalid JPEG data or crop window.); run with --verify-images "
-                           "decode"), line
+    assert line.startswith(
+        "gfocal synth: error: an image could not be decoded in the input pipeline "
+        "(jpeg::Uncompress failed. Invalid JPEG data or crop window.); run with --verify-images "
+        "decode"
+    ), line
     parser._subparsers._group_actions[0].choices["synth"].set_defaults(func=buggy)
     with pytest.raises(KeyError, match="a real bug"):  # a bug keeps its traceback
         main(["synth", "x"])

@@ -29,8 +29,11 @@ def scored_model(tmp_path_factory):
     categories = json.load(open(paths["val_ann_file"]))["categories"]
     keras.utils.set_random_seed(0)
     model = GFocalDetector.from_preset(
-        "gfocal_v2_tiny", num_classes=len(categories), image_size=(64, 64),
-        class_names=[c["name"] for c in categories], category_ids=[c["id"] for c in categories],
+        "gfocal_v2_tiny",
+        num_classes=len(categories),
+        image_size=(64, 64),
+        class_names=[c["name"] for c in categories],
+        category_ids=[c["id"] for c in categories],
     )
     model(np.zeros((1, 64, 64, 3), np.float32))
     kernel, bias = model.head.cls_out.get_weights()
@@ -46,8 +49,22 @@ def test_evaluate_runs_pycocotools_on_real_detections(scored_model, tmp_path, ca
 
     model_path, paths, category_ids = scored_model
     results_json = str(tmp_path / "results.json")
-    assert main(["evaluate", "--model", model_path, "--ann", paths["val_ann_file"], "--images",
-                 paths["val_image_dir"], "--results-json", results_json]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                model_path,
+                "--ann",
+                paths["val_ann_file"],
+                "--images",
+                paths["val_image_dir"],
+                "--results-json",
+                results_json,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "No detections" not in out
     results = json.load(open(results_json))
@@ -62,8 +79,11 @@ def test_evaluate_runs_pycocotools_on_real_detections(scored_model, tmp_path, ca
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    printed = re.search(r"Average Precision  \(AP\) @\[ IoU=0\.50:0\.95 \| area=   all \| maxDets=100 \] = "
-                        r"(-?[0-9.]+)", out)
+    printed = re.search(
+        r"Average Precision  \(AP\) @\[ IoU=0\.50:0\.95 \| area=   all \| maxDets=100 \] = "
+        r"(-?[0-9.]+)",
+        out,
+    )
     assert printed, out
     assert float(printed.group(1)) == pytest.approx(evaluator.stats[0], abs=1e-3)
 

@@ -32,7 +32,10 @@ def test_evaluates_every_n_epochs_and_after_the_last(tmp_path):
     metrics = json.load(open(tmp_path / "eval" / "metrics.json"))
     assert [m["epoch"] for m in metrics] == [3, 6, 7]
     assert sorted(p.name for p in (tmp_path / "eval").glob("results_epoch*.json")) == [
-        "results_epoch003.json", "results_epoch006.json", "results_epoch007.json"]
+        "results_epoch003.json",
+        "results_epoch006.json",
+        "results_epoch007.json",
+    ]
     # every_n_epochs=1 (the default) evaluates every epoch
     every = CocoEvalCallback(batches, coco, verbose=False)
     every.set_model(model)

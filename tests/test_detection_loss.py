@@ -9,10 +9,10 @@ Expected values come from tests/numpy_reference.py (written from REFERENCE.md).
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
 
-import numpy_reference as ref
 from keras_gfocal.boxes import make_points
 from keras_gfocal.detection_loss import GFocalLoss, validate_targets
 
@@ -47,14 +47,24 @@ def _dense_outputs(seed=0, logits=False):
 
 
 def _package(outputs, targets):
-    terms = GFocalLoss(NUM_CLASSES)({k: tf.constant(v) for k, v in outputs.items()},
-                                    {k: tf.constant(v) for k, v in targets.items()}, CANVAS)
+    terms = GFocalLoss(NUM_CLASSES)(
+        {k: tf.constant(v) for k, v in outputs.items()}, {k: tf.constant(v) for k, v in targets.items()}, CANVAS
+    )
     return {k: float(v) for k, v in terms.items()}
 
 
 def _expected(outputs, image_size, **kw):
-    return ref.gfocal_loss(outputs["cls_scores"], outputs["reg_logits"], BOXES, LABELS, CANVAS, image_size,
-                           cls_logits=outputs.get("cls_logits"), return_details=True, **kw)
+    return ref.gfocal_loss(
+        outputs["cls_scores"],
+        outputs["reg_logits"],
+        BOXES,
+        LABELS,
+        CANVAS,
+        image_size,
+        cls_logits=outputs.get("cls_logits"),
+        return_details=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("v1", [False, True], ids=["gfocal_v2_joint_score", "gfocal_v1_logits"])

@@ -15,10 +15,10 @@ import sys
 import textwrap
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
 
-import numpy_reference as ref
 from keras_gfocal.boxes import make_points
 from keras_gfocal.detection_loss import (
     GFocalLoss,
@@ -31,8 +31,9 @@ from keras_gfocal.detection_loss import (
 
 # ------------------------------------------------------------------ validate_targets
 
-GOOD_BOXES = np.array([[[1.0, 2.0, 10.0, 12.0], [0.0, 0.0, 0.0, 0.0]],
-                       [[5.0, 5.0, 5.0, 9.0], [3.0, 4.0, 8.0, 4.0]]], np.float32)
+GOOD_BOXES = np.array(
+    [[[1.0, 2.0, 10.0, 12.0], [0.0, 0.0, 0.0, 0.0]], [[5.0, 5.0, 5.0, 9.0], [3.0, 4.0, 8.0, 4.0]]], np.float32
+)
 GOOD_LABELS = np.array([[0, -1], [2, 0]], np.int32)
 
 
@@ -52,22 +53,36 @@ def test_validate_targets_accepts_degenerate_boxes_padding_and_sizes_of_one():
 
 
 def test_validate_targets_shapes():
-    _raises("y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 4).",
-            GOOD_BOXES[:, 0], GOOD_LABELS)
-    _raises("y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 2, 5).",
-            np.concatenate([GOOD_BOXES, GOOD_BOXES[..., :1]], -1), GOOD_LABELS)
-    _raises("y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 3).",
-            GOOD_BOXES, np.zeros((2, 3), np.int32))
-    _raises("y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 2, 1).",
-            GOOD_BOXES, GOOD_LABELS[..., None])
+    _raises(
+        "y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 4).", GOOD_BOXES[:, 0], GOOD_LABELS
+    )
+    _raises(
+        "y['boxes'] must have shape [batch, max_boxes, 4] (xyxy pixels), got (2, 2, 5).",
+        np.concatenate([GOOD_BOXES, GOOD_BOXES[..., :1]], -1),
+        GOOD_LABELS,
+    )
+    _raises(
+        "y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 3).", GOOD_BOXES, np.zeros((2, 3), np.int32)
+    )
+    _raises(
+        "y['labels'] must have shape (2, 2) to match y['boxes'], got (2, 2, 1).", GOOD_BOXES, GOOD_LABELS[..., None]
+    )
 
 
 def test_validate_targets_labels():
     labels = np.array([[0, -1], [4, 3]], np.int32)
-    _raises("y['labels'] holds label 4, but the model has num_classes=3; labels must be in [0, num_classes) "
-            "with -1 for padding.", GOOD_BOXES, labels)
-    _raises("y['labels'] holds label 3, but the model has num_classes=3; labels must be in [0, num_classes) "
-            "with -1 for padding.", GOOD_BOXES, np.array([[3, -1], [2, 0]], np.int32))
+    _raises(
+        "y['labels'] holds label 4, but the model has num_classes=3; labels must be in [0, num_classes) "
+        "with -1 for padding.",
+        GOOD_BOXES,
+        labels,
+    )
+    _raises(
+        "y['labels'] holds label 3, but the model has num_classes=3; labels must be in [0, num_classes) "
+        "with -1 for padding.",
+        GOOD_BOXES,
+        np.array([[3, -1], [2, 0]], np.int32),
+    )
     validate_targets(GOOD_BOXES, labels, 5)
     # -5 is padding too (any negative label)
     validate_targets(GOOD_BOXES, np.array([[0, -5], [2, 0]], np.int32), 3)
@@ -77,12 +92,20 @@ def test_validate_targets_non_finite_boxes_counted_and_the_first_named():
     boxes = GOOD_BOXES.copy()
     boxes[1, 0, 2] = np.inf  # label 2
     boxes[1, 1, 2] = np.nan  # label 0: a class-0 box is checked like any other; the same coordinate
-    _raises("y['boxes'] holds 2 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
-            "row 0: [5.0, 5.0, inf, 9.0]. Boxes must be finite xyxy pixels.", boxes, GOOD_LABELS)
+    _raises(
+        "y['boxes'] holds 2 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
+        "row 0: [5.0, 5.0, inf, 9.0]. Boxes must be finite xyxy pixels.",
+        boxes,
+        GOOD_LABELS,
+    )
     boxes = GOOD_BOXES.copy()
     boxes[1, 1, 0] = -np.inf
-    _raises("y['boxes'] holds 1 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
-            "row 1: [-inf, 4.0, 8.0, 4.0]. Boxes must be finite xyxy pixels.", boxes, GOOD_LABELS)
+    _raises(
+        "y['boxes'] holds 1 box(es) with a non-finite coordinate (NaN or infinity), the first in image 1, "
+        "row 1: [-inf, 4.0, 8.0, 4.0]. Boxes must be finite xyxy pixels.",
+        boxes,
+        GOOD_LABELS,
+    )
 
 
 def test_validate_targets_inverted_boxes():
@@ -91,22 +114,41 @@ def test_validate_targets_inverted_boxes():
     labels = np.zeros((1, 5), np.int32)
     validate_targets(np.array([fine + [[0.0, 0.0, 1.0, 1.0]]], np.float32), labels, 3)
     for wrong in ([5.0, 1.0, 4.0, 9.0], [1.0, 9.0, 3.0, 8.0], [9.0, 1.0, 8.0, 0.5]):  # x2 < x1, y2 < y1, both
-        _raises(f"y['boxes'] holds a box with x2 < x1 or y2 < y1: {wrong}. "
-                "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.",
-                np.array([fine + [wrong]], np.float32), labels)
+        _raises(
+            f"y['boxes'] holds a box with x2 < x1 or y2 < y1: {wrong}. "
+            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.",
+            np.array([fine + [wrong]], np.float32),
+            labels,
+        )
     boxes = GOOD_BOXES.copy()
     boxes[1, 1] = [3.0, 4.0, 8.0, 3.5]  # y2 < y1, a class-0 box
-    _raises("y['boxes'] holds a box with x2 < x1 or y2 < y1: [3.0, 4.0, 8.0, 3.5]. "
-            "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.", boxes, GOOD_LABELS)
+    _raises(
+        "y['boxes'] holds a box with x2 < x1 or y2 < y1: [3.0, 4.0, 8.0, 3.5]. "
+        "Boxes must be xyxy pixels (x1, y1, x2, y2), not xywh.",
+        boxes,
+        GOOD_LABELS,
+    )
 
 
 def test_validate_targets_image_size():
-    _raises("y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), "
-            "got (2,).", GOOD_BOXES, GOOD_LABELS, image_size=np.array([4, 4]))
-    _raises("y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), "
-            "got (3, 2).", GOOD_BOXES, GOOD_LABELS, image_size=np.ones((3, 2), np.int32))
-    _raises("y['image_size'] holds a size below 1: [[5, 0], [3, 3]].", GOOD_BOXES, GOOD_LABELS,
-            image_size=np.array([[5, 0], [3, 3]]))
+    _raises(
+        "y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), got (2,).",
+        GOOD_BOXES,
+        GOOD_LABELS,
+        image_size=np.array([4, 4]),
+    )
+    _raises(
+        "y['image_size'] must have shape [batch, 2] (each image's resized height, width before padding), got (3, 2).",
+        GOOD_BOXES,
+        GOOD_LABELS,
+        image_size=np.ones((3, 2), np.int32),
+    )
+    _raises(
+        "y['image_size'] holds a size below 1: [[5, 0], [3, 3]].",
+        GOOD_BOXES,
+        GOOD_LABELS,
+        image_size=np.array([[5, 0], [3, 3]]),
+    )
 
 
 # ------------------------------------------------------------------ graph_checks (eager: they raise at once)
@@ -135,31 +177,45 @@ def test_graph_checks_pass_on_good_targets_and_name_each_problem():
 
     bad = GOOD_BOXES.copy()
     bad[1, 1, 3] = np.inf  # a class-0 box
-    _assert_message((tf.constant(bad), labels, 3),
-                    "a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be finite "
-                    "xyxy pixels.")
-    _assert_message((boxes, tf.constant([[0, -1], [2, 3]]), 3),
-                    "a label is >= num_classes=3; labels must be in [0, num_classes) with -1 for padding. "
-                    "Max label:", "3")
-    _assert_message((boxes, tf.constant([[0, 7], [2, 1]]), 5),
-                    "a label is >= num_classes=5; labels must be in [0, num_classes) with -1 for padding. "
-                    "Max label:", "7")
+    _assert_message(
+        (tf.constant(bad), labels, 3),
+        "a ground-truth box has a non-finite coordinate (NaN or infinity); boxes must be finite xyxy pixels.",
+    )
+    _assert_message(
+        (boxes, tf.constant([[0, -1], [2, 3]]), 3),
+        "a label is >= num_classes=3; labels must be in [0, num_classes) with -1 for padding. Max label:",
+        "3",
+    )
+    _assert_message(
+        (boxes, tf.constant([[0, 7], [2, 1]]), 5),
+        "a label is >= num_classes=5; labels must be in [0, num_classes) with -1 for padding. Max label:",
+        "7",
+    )
     for wrong in ([5.0, 1.0, 4.9, 9.0], [3.0, 4.0, 8.0, 3.9]):
         bad = GOOD_BOXES.copy()
         bad[1, 1] = wrong  # a class-0 box
-        _assert_message((tf.constant(bad), labels, 3),
-                        "a ground-truth box has x2 < x1 or y2 < y1; boxes must be xyxy pixels.")
+        _assert_message(
+            (tf.constant(bad), labels, 3), "a ground-truth box has x2 < x1 or y2 < y1; boxes must be xyxy pixels."
+        )
     for wrong in ([[64, 30], [0, 96]], [[65, 30], [1, 96]], [[64, 30], [1, 97]]):
-        _assert_message((boxes, labels, 3, tf.constant(wrong, tf.int32), (64, 96)),
-                        "y['image_size'] must hold each image's resized (height, width) before padding, "
-                        "between 1 and the input size. Got:",
-                        ", ".join(str(v) for row in wrong for v in row), repr(b"input (height, width):"), "64, 96")
+        _assert_message(
+            (boxes, labels, 3, tf.constant(wrong, tf.int32), (64, 96)),
+            "y['image_size'] must hold each image's resized (height, width) before padding, "
+            "between 1 and the input size. Got:",
+            ", ".join(str(v) for row in wrong for v in row),
+            repr(b"input (height, width):"),
+            "64, 96",
+        )
     # five images: the message shows the first 8 sizes (summarize=8), then "..."
     sizes = [[65, 30], [1, 96], [2, 3], [4, 5], [6, 7]]
-    _assert_message((tf.zeros((5, 1, 4)), -tf.ones((5, 1), tf.int32), 3, tf.constant(sizes, tf.int32), (64, 96)),
-                    "y['image_size'] must hold each image's resized (height, width) before padding, "
-                    "between 1 and the input size. Got:",
-                    "65, 30, 1, 96, 2, 3, 4, 5, ...", repr(b"input (height, width):"), "64, 96")
+    _assert_message(
+        (tf.zeros((5, 1, 4)), -tf.ones((5, 1), tf.int32), 3, tf.constant(sizes, tf.int32), (64, 96)),
+        "y['image_size'] must hold each image's resized (height, width) before padding, "
+        "between 1 and the input size. Got:",
+        "65, 30, 1, 96, 2, 3, 4, 5, ...",
+        repr(b"input (height, width):"),
+        "64, 96",
+    )
 
 
 # ------------------------------------------------------------------ valid_point_mask
@@ -256,23 +312,43 @@ def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
         "cls_scores": rng.uniform(0.01, 0.9, (2, a, 2)),
         "reg_logits": rng.normal(0.0, 1.5, (2, a, 68)),
         # image 0: two boxes (6 positives, all for the first); image 1: one box (5 positives)
-        "boxes": np.array([[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]],
-                           [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]]),
+        "boxes": np.array(
+            [[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]], [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]]
+        ),
         "labels": np.array([[0, 1], [1, -1]]),
     }
     root = os.path.dirname(os.path.dirname(keras_gfocal.__file__))  # the package under test (or its mutant)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
-    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, str(tmp_path / "batch.json")], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICAS, str(tmp_path / "batch.json")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     means, scaled, qfl, giou, dfl = json.loads(run.stdout.strip().splitlines()[-1])
     assert means == [3.0, 3.0] and scaled == [0.5, 2.5]
     # Each replica's terms: its own sums over the global normalisers (replica means).
-    per = [ref.gfocal_loss(batch["cls_scores"][i:i + 1], batch["reg_logits"][i:i + 1], batch["boxes"][i:i + 1],
-                           batch["labels"][i:i + 1], (64, 64), strides=(8, 16), return_details=True)
-           for i in range(2)]
+    per = [
+        ref.gfocal_loss(
+            batch["cls_scores"][i : i + 1],
+            batch["reg_logits"][i : i + 1],
+            batch["boxes"][i : i + 1],
+            batch["labels"][i : i + 1],
+            (64, 64),
+            strides=(8, 16),
+            return_details=True,
+        )
+        for i in range(2)
+    ]
     num_pos = max(np.mean([max(p["positives"][0], 1) for p in per]), 1.0)
     w_sum = np.mean([p["weight_sum"] for p in per])
     assert [p["positives"] for p in per] == [[6], [5]]
@@ -286,8 +362,9 @@ def test_replica_helpers_and_the_loss_normalisers_on_two_replicas(tmp_path):
 
 SMALL_CANVAS = (64, 64)
 SMALL_STRIDES = (8, 16)  # 64 + 16 points
-SMALL_BOXES = np.array([[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]],
-                        [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]], np.float32)
+SMALL_BOXES = np.array(
+    [[[4.0, 6.0, 50.0, 44.0], [30.0, 20.0, 62.0, 60.0]], [[0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 0.0, 0.0]]], np.float32
+)
 SMALL_LABELS = np.array([[0, 1], [1, -1]], np.int32)
 
 
@@ -323,13 +400,23 @@ def test_loss_terms_against_the_numpy_loss_table(config):
     outputs = _small_outputs(5, reg_max, v1)
     got = GFocalLoss(2, strides=SMALL_STRIDES, **config)(
         {k: tf.constant(v) for k, v in outputs.items()},
-        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)}, SMALL_CANVAS)
+        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
+        SMALL_CANVAS,
+    )
     expected = ref.gfocal_loss(
-        outputs["cls_scores"], outputs["reg_logits"], SMALL_BOXES, SMALL_LABELS, SMALL_CANVAS,
-        cls_logits=outputs.get("cls_logits"), strides=SMALL_STRIDES, reg_max=reg_max,
-        topk=config.get("atss_topk", 9), beta=config.get("qfl_beta", 2.0),
+        outputs["cls_scores"],
+        outputs["reg_logits"],
+        SMALL_BOXES,
+        SMALL_LABELS,
+        SMALL_CANVAS,
+        cls_logits=outputs.get("cls_logits"),
+        strides=SMALL_STRIDES,
+        reg_max=reg_max,
+        topk=config.get("atss_topk", 9),
+        beta=config.get("qfl_beta", 2.0),
         weights=(config.get("qfl_weight", 1.0), config.get("giou_weight", 2.0), config.get("dfl_weight", 0.25)),
-        return_details=True)
+        return_details=True,
+    )
     assert sum(expected["positives"]) > 0
     for key in ("qfl", "giou", "dfl"):
         assert got[key].dtype == tf.float32 and got[key].shape == ()
@@ -340,9 +427,11 @@ def test_a_single_image_without_boxes_divides_qfl_by_one_and_has_no_box_terms():
     outputs = _small_outputs(6)
     outputs = {k: v[:1] for k, v in outputs.items()}
     boxes, labels = np.zeros((1, 2, 4), np.float32), -np.ones((1, 2), np.int32)
-    got = GFocalLoss(2, strides=SMALL_STRIDES)({k: tf.constant(v) for k, v in outputs.items()},
-                                              {"boxes": tf.constant(boxes), "labels": tf.constant(labels)},
-                                              SMALL_CANVAS)
+    got = GFocalLoss(2, strides=SMALL_STRIDES)(
+        {k: tf.constant(v) for k, v in outputs.items()},
+        {"boxes": tf.constant(boxes), "labels": tf.constant(labels)},
+        SMALL_CANVAS,
+    )
     # every point a negative: QFL = sum_c BCE(J, 0) J^2 over all points, divided by the floor 1
     j = outputs["cls_scores"].astype(np.float64)
     qfl_sum = float(np.sum(-np.log(1.0 - j) * j**2))
@@ -356,11 +445,20 @@ def test_box_terms_divide_by_a_weight_sum_below_one():
     # divide by that sum (not by a floor of 1).
     outputs = _small_outputs(7)
     outputs["cls_scores"] = (outputs["cls_scores"] * 0.02).astype(np.float32)
-    got = GFocalLoss(2, strides=SMALL_STRIDES)({k: tf.constant(v) for k, v in outputs.items()},
-                                              {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
-                                              SMALL_CANVAS)
-    expected = ref.gfocal_loss(outputs["cls_scores"], outputs["reg_logits"], SMALL_BOXES, SMALL_LABELS,
-                               SMALL_CANVAS, strides=SMALL_STRIDES, return_details=True)
+    got = GFocalLoss(2, strides=SMALL_STRIDES)(
+        {k: tf.constant(v) for k, v in outputs.items()},
+        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
+        SMALL_CANVAS,
+    )
+    expected = ref.gfocal_loss(
+        outputs["cls_scores"],
+        outputs["reg_logits"],
+        SMALL_BOXES,
+        SMALL_LABELS,
+        SMALL_CANVAS,
+        strides=SMALL_STRIDES,
+        return_details=True,
+    )
     assert 0.0 < expected["weight_sum"] < 0.5
     for key in ("qfl", "giou", "dfl"):
         np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)

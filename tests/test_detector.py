@@ -74,8 +74,9 @@ def test_raw_output_shapes_and_point_order():
     assert out["reg_logits"].shape == (2, sum(counts), 4 * 17)
     # P3 first, row-major: the second point is one stride to the right, the ninth one row down.
     points = np.asarray(points)
-    np.testing.assert_allclose(points[[0, 1, 8, 95, 96, 97, 120]],
-                               [[0, 0], [8, 0], [0, 8], [56, 88], [0, 0], [16, 0], [0, 0]])
+    np.testing.assert_allclose(
+        points[[0, 1, 8, 95, 96, 97, 120]], [[0, 0], [8, 0], [0, 8], [56, 88], [0, 0], [16, 0], [0, 0]]
+    )
     np.testing.assert_array_equal(np.asarray(strides)[[0, 95, 96, 119, 120, 126, 128]], [8, 8, 16, 16, 32, 64, 128])
     # Each output row is the head's output at its point's cell: level maps through the head's own layers.
     features = model.fpn(model.backbone(images, training=False), training=False)
@@ -87,7 +88,7 @@ def test_raw_output_shapes_and_point_order():
             x = layer(x)
         level_map = np.asarray(scale(model.head.reg_out(x)))  # [B, h, w, 68]
         h, w = level_map.shape[1:3]
-        s = 8 * 2 ** level
+        s = 8 * 2**level
         for row in range(start, start + h * w):
             px, py = points[row]
             np.testing.assert_allclose(reg[:, row], level_map[:, int(py) // s, int(px) // s], rtol=1e-4, atol=1e-5)
@@ -133,13 +134,16 @@ def test_r50_preset_at_800x1333_builds_with_reference_shapes():
     statistics = [w for w in model.weights if w.path.endswith(("moving_mean", "moving_variance"))]
     assert _count(model.weights) - _count(statistics) == 32_441_946
     assert _count(statistics) == 2 * 26_560  # every BatchNorm channel of ResNet-50
+
     # Frozen: the stem and layer1 (conv and BatchNorm) and every running statistic;
     # the BatchNorm scale and shift of layer2-4 train.
     def names(weights):
         return {w.path.split("/", 1)[1] for w in weights}
 
     frozen = names(model.non_trainable_weights)
-    stem_and_layer1 = {p for p in names(model.weights) if p.startswith(("backbone/conv1/", "backbone/bn1/", "backbone/layer1_"))}
+    stem_and_layer1 = {
+        p for p in names(model.weights) if p.startswith(("backbone/conv1/", "backbone/bn1/", "backbone/layer1_"))
+    }
     assert len(stem_and_layer1) == 1 + 4 + 3 * (3 * 5) + 5  # stem conv+bn, 3 blocks x 3 conv+bn, downsample
     assert frozen == stem_and_layer1 | names(statistics)
     trainable = names(model.trainable_weights)

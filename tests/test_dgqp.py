@@ -4,9 +4,9 @@ import itertools
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from keras_gfocal.layers import DGQP
 from keras_gfocal.layers.dgqp import sorted_top_k, sorting_network
 
@@ -138,9 +138,7 @@ def test_dgqp_without_mean():
     x = rng.normal(0, 2.0, size=(2, 9, 68)).astype(np.float32)
     weights = random_weights(rng, 16, 64, x, add_mean=False)
     layer.set_weights(weights)
-    np.testing.assert_allclose(
-        to_np(layer(x)), ref.dgqp(x, *weights, add_mean=False), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(to_np(layer(x)), ref.dgqp(x, *weights, add_mean=False), rtol=RTOL, atol=ATOL)
 
 
 def test_dgqp_topk_1():
@@ -155,9 +153,7 @@ def test_dgqp_topk_1():
     assert [w.shape for w in layer1.get_weights()] == [(4, 64), (64,), (64, 1), (1,)]
     w = random_weights(rng, 4, 64, x, topk=1, add_mean=False)
     layer1.set_weights(w)
-    np.testing.assert_allclose(
-        to_np(layer1(x)), ref.dgqp(x, *w, topk=1, add_mean=False), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(to_np(layer1(x)), ref.dgqp(x, *w, topk=1, add_mean=False), rtol=RTOL, atol=ATOL)
 
 
 def test_dgqp_other_reg_max_and_hidden_units():
@@ -167,9 +163,7 @@ def test_dgqp_other_reg_max_and_hidden_units():
     x = rng.normal(0, 2.0, size=(3, 4, 32)).astype(np.float32)
     weights = random_weights(rng, 16, 8, x, reg_max=7, topk=3)
     layer.set_weights(weights)
-    np.testing.assert_allclose(
-        to_np(layer(x)), ref.dgqp(x, *weights, reg_max=7, topk=3), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(to_np(layer(x)), ref.dgqp(x, *weights, reg_max=7, topk=3), rtol=RTOL, atol=ATOL)
 
 
 def test_dgqp_get_config_round_trip():
@@ -241,8 +235,10 @@ def _tied_logits(rng, shape):
 @pytest.mark.parametrize("n, k", [(17, 4), (17, 1), (17, 3), (17, 17), (17, 8), (8, 4), (33, 4), (5, 2), (1, 1)])
 def test_sorted_top_k_equals_ops_top_k_exactly(n, k):
     rng = np.random.default_rng(60 + n + k)
-    for values in (rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
-                   rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32)):  # ties
+    for values in (
+        rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
+        rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32),
+    ):  # ties
         expected, _ = keras.ops.top_k(values, k=k, sorted=True)
         got = to_np(sorted_top_k(values, k))
         assert got.shape == values.shape[:-1] + (k,)
@@ -267,8 +263,17 @@ def test_dgqp_equals_the_top_k_formulation_ties_included(kwargs):
     n1 = layer.reg_max + 1
     build(layer, layer.reg_max)
     for x in (rng.normal(0, 2.0, size=(2, 13, 4 * n1)).astype(np.float32), _tied_logits(rng, (2, 13, 4 * n1))):
-        layer.set_weights(random_weights(rng, layer.num_features, layer.hidden_units, x, reg_max=layer.reg_max,
-                                         topk=layer.topk, add_mean=layer.add_mean))
+        layer.set_weights(
+            random_weights(
+                rng,
+                layer.num_features,
+                layer.hidden_units,
+                x,
+                reg_max=layer.reg_max,
+                topk=layer.topk,
+                add_mean=layer.add_mean,
+            )
+        )
         expected = to_np(_top_k_formulation(layer, x))
         np.testing.assert_allclose(to_np(layer(x)), expected, rtol=RTOL, atol=1e-5)  # the folded mean: rounding
         # The features themselves: the top-k values bit for bit, the mean to rounding.

@@ -10,8 +10,10 @@ from keras_gfocal.evaluation import COCO_METRIC_NAMES, coco_evaluate, detections
 
 def _gt(tmp_path):
     data = {
-        "images": [{"id": 10, "file_name": "a.jpg", "height": 100, "width": 200},
-                   {"id": 11, "file_name": "b.jpg", "height": 100, "width": 200}],
+        "images": [
+            {"id": 10, "file_name": "a.jpg", "height": 100, "width": 200},
+            {"id": 11, "file_name": "b.jpg", "height": 100, "width": 200},
+        ],
         "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "triangle"}],
         "annotations": [
             {"id": 1, "image_id": 10, "category_id": 3, "bbox": [10, 20, 30, 40], "area": 1200, "iscrowd": 0},
@@ -40,8 +42,10 @@ def test_detections_map_back_to_original_pixels_and_dataset_ids():
 
 def test_boxes_are_clipped_to_the_original_image():
     detections = {
-        "boxes": np.array([[[-10, 50, 500, 300]]], "float32"), "scores": np.array([[0.5]], "float32"),
-        "labels": np.array([[0]], "int32"), "num_detections": np.array([1], "int32"),
+        "boxes": np.array([[[-10, 50, 500, 300]]], "float32"),
+        "scores": np.array([[0.5]], "float32"),
+        "labels": np.array([[0]], "int32"),
+        "num_detections": np.array([1], "int32"),
     }
     meta = {"image_id": np.array([11]), "scale": np.array([1.0], "float32"), "original_size": np.array([[100, 200]])}
     (result,) = detections_to_coco(detections, meta, [3, 7])
@@ -97,11 +101,26 @@ def _varied_coco(tmp_path):
     for image_id, (h, w) in sizes.items():
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{image_id}.png")
         images.append({"id": image_id, "file_name": f"{image_id}.png", "height": h, "width": w})
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": 3, "bbox": [2, 2, w / 2, h / 2],
-                            "area": w * h / 4, "iscrowd": 0})
+        annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": 3,
+                "bbox": [2, 2, w / 2, h / 2],
+                "area": w * h / 4,
+                "iscrowd": 0,
+            }
+        )
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations,
-                               "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "triangle"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 3, "name": "square"}, {"id": 7, "name": "triangle"}],
+            }
+        )
+    )
     return str(ann), str(tmp_path / "img"), sizes
 
 
@@ -161,6 +180,7 @@ def test_reference_test_resize_end_to_end_without_endless_retracing(tmp_path, mo
     np.testing.assert_allclose(det["scores"], eager["scores"][0, :n], rtol=1e-4)
     assert shapes[-1] == (1, 96, 64, 3)
     # A model with a training canvas keeps the fixed canvas.
-    fixed = make_eval_dataset(GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, image_size=(64, 64)),
-                              dataset, batch_size=2)
+    fixed = make_eval_dataset(
+        GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, image_size=(64, 64)), dataset, batch_size=2
+    )
     assert fixed.element_spec[0].shape.as_list() == [None, 64, 64, 3]

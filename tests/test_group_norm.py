@@ -23,14 +23,17 @@ def _pair(groups, channels, rng, epsilon=1e-5):
     return theirs, ours
 
 
-@pytest.mark.parametrize("groups, shape", [
-    (32, (2, 9, 7, 64)),   # the head's 2 channels per group, an odd map
-    (8, (1, 16, 16, 64)),  # the tiny backbone's 8 channels per group
-    (32, (1, 5, 6, 256)),  # the reference head
-    (1, (2, 4, 3, 12)),    # layer norm over the map
-    (-1, (2, 4, 3, 12)),   # instance norm
-    (4, (1, 1, 1, 16)),    # a 1 x 1 map (P7 of a small image)
-])
+@pytest.mark.parametrize(
+    "groups, shape",
+    [
+        (32, (2, 9, 7, 64)),  # the head's 2 channels per group, an odd map
+        (8, (1, 16, 16, 64)),  # the tiny backbone's 8 channels per group
+        (32, (1, 5, 6, 256)),  # the reference head
+        (1, (2, 4, 3, 12)),  # layer norm over the map
+        (-1, (2, 4, 3, 12)),  # instance norm
+        (4, (1, 1, 1, 16)),  # a 1 x 1 map (P7 of a small image)
+    ],
+)
 def test_equals_keras_group_normalization(groups, shape):
     rng = np.random.default_rng(sum(shape) + groups)
     theirs, ours = _pair(groups, shape[-1], rng)
@@ -52,8 +55,12 @@ def test_each_image_and_group_is_normalised_on_its_own():
     x2[1] *= 10.0
     x2[0, ..., 4:8] += 7.0
     y2 = np.asarray(ours(x2))
-    np.testing.assert_allclose(y2[0, ..., [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]],
-                               y[0, ..., [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        y2[0, ..., [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]],
+        y[0, ..., [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]],
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # With gamma = 1 and beta = 0, every group of every image has mean 0 and variance 1.
     ours.set_weights([np.ones(16, "float32"), np.zeros(16, "float32")])
     groups = np.asarray(ours(x2)).reshape(2, 6 * 5, 4, 4).transpose(0, 2, 1, 3).reshape(2, 4, -1)
@@ -97,19 +104,23 @@ def test_weights_and_config_are_keras():
     assert keras.saving.get_registered_name(GroupNormalization) == "keras_gfocal>GroupNormalization"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"groups": 3}, "cannot be split into 3 groups"),
-    ({"groups": 0}, "groups must be"),
-    ({"axis": 1}, "channels-last"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"groups": 3}, "cannot be split into 3 groups"),
+        ({"groups": 0}, "groups must be"),
+        ({"axis": 1}, "channels-last"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GroupNormalization(**kwargs).build((None, 4, 4, 8))
 
 
 def _small_detector():
-    return GFocalDetector(backbone.TinyBackbone(base_width=8), num_classes=2, fpn_channels=16, head_channels=16,
-                          stacked_convs=1, groups=4)
+    return GFocalDetector(
+        backbone.TinyBackbone(base_width=8), num_classes=2, fpn_channels=16, head_channels=16, stacked_convs=1, groups=4
+    )
 
 
 def test_keras_files_written_with_keras_group_normalization_load(tmp_path, monkeypatch):

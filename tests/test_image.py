@@ -51,4 +51,3 @@ def test_read_image_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(ValueError, match=r"Cannot decode image .*bad.jpg") as info:
         image.read_image(bad)
     assert "function_node" not in str(info.value) and "[Op:" not in str(info.value)
-

@@ -14,12 +14,36 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_gfocal"
 
 #: Bottom first. A module belongs to the layer of the longest prefix that names it.
 LAYERS = (
-    ("foundations", ("keras_gfocal.image", "keras_gfocal.boxes", "keras_gfocal.schedules",
-                     "keras_gfocal.visualize", "keras_gfocal.checkpoints")),
-    ("parts", ("keras_gfocal.data", "keras_gfocal.layers", "keras_gfocal.losses", "keras_gfocal.assigners",
-               "keras_gfocal.postprocess")),
-    ("model", ("keras_gfocal", "keras_gfocal.detection_loss", "keras_gfocal.presets", "keras_gfocal.detector",
-               "keras_gfocal.convert")),
+    (
+        "foundations",
+        (
+            "keras_gfocal.image",
+            "keras_gfocal.boxes",
+            "keras_gfocal.schedules",
+            "keras_gfocal.visualize",
+            "keras_gfocal.checkpoints",
+        ),
+    ),
+    (
+        "parts",
+        (
+            "keras_gfocal.data",
+            "keras_gfocal.layers",
+            "keras_gfocal.losses",
+            "keras_gfocal.assigners",
+            "keras_gfocal.postprocess",
+        ),
+    ),
+    (
+        "model",
+        (
+            "keras_gfocal",
+            "keras_gfocal.detection_loss",
+            "keras_gfocal.presets",
+            "keras_gfocal.detector",
+            "keras_gfocal.convert",
+        ),
+    ),
     ("running a model", ("keras_gfocal.evaluation", "keras_gfocal.export", "keras_gfocal.prediction")),
     ("training and analysis", ("keras_gfocal.training", "keras_gfocal.analysis")),
     ("command line", ("keras_gfocal.cli",)),
@@ -69,7 +93,8 @@ def package_imports(path, source=None):
             for alias in node.names:
                 candidate = f"{module}.{alias.name}"
                 is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
-                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py").exists()
+                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
+                ).exists()
                 found.append((node.lineno, candidate if is_module else module))
     return [(line, name) for line, name in found if name == "keras_gfocal" or name.startswith("keras_gfocal.")]
 

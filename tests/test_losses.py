@@ -8,8 +8,8 @@ import math
 
 import keras
 import numpy as np
-
 import numpy_reference as ref
+
 from keras_gfocal import losses
 
 RTOL = 1e-5
@@ -280,9 +280,7 @@ def test_giou_loss_stride_units_small_boxes():
     # boxes in stride units are small (a few units); still exact to 1e-6
     pred = np.array([[0.1, 0.2, 0.9, 1.4], [2.0, 2.0, 2.5, 2.25]], np.float32)
     target = np.array([[0.0, 0.0, 1.0, 1.0], [2.1, 1.9, 2.6, 2.3]], np.float32)
-    np.testing.assert_allclose(
-        to_np(losses.giou_loss(pred, target)), ref.giou_loss(pred, target), rtol=RTOL, atol=ATOL
-    )
+    np.testing.assert_allclose(to_np(losses.giou_loss(pred, target)), ref.giou_loss(pred, target), rtol=RTOL, atol=ATOL)
 
 
 def test_losses_accept_tensors():

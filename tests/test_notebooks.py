@@ -40,19 +40,38 @@ CELL_TIMEOUT = 300
 # Small settings per notebook: every key must be a knob of the notebook's parameters cell.
 SMALL = {
     "01_quickstart.ipynb": dict(
-        NUM_TRAIN=16, NUM_VAL=4, IMAGE_SIZE=64, BATCH_SIZE=8, EPOCHS=1, WARMUP_STEPS=1, EVAL_EVERY=1,
+        NUM_TRAIN=16,
+        NUM_VAL=4,
+        IMAGE_SIZE=64,
+        BATCH_SIZE=8,
+        EPOCHS=1,
+        WARMUP_STEPS=1,
+        EVAL_EVERY=1,
         NUM_PICTURES=2,
     ),
     "02_deploy.ipynb": dict(
-        NUM_TRAIN=16, NUM_VAL=4, IMAGE_SIZE=64, BATCH_SIZE=8, EPOCHS=1, NUM_CALIBRATION=2, NUM_SHOW=2,
+        NUM_TRAIN=16,
+        NUM_VAL=4,
+        IMAGE_SIZE=64,
+        BATCH_SIZE=8,
+        EPOCHS=1,
+        NUM_CALIBRATION=2,
+        NUM_SHOW=2,
         MAX_EVAL_IMAGES=None,
         # One export per runtime (TensorFlow, LiteRT with calibration, onnxruntime); tests/export covers the rest.
         FORMATS=["saved_model", "tflite_float32", "onnx"],
     ),
     "03_distributions.ipynb": dict(
-        NUM_TRAIN=16, NUM_VAL=4, IMAGE_SIZE=64, BATCH_SIZE=8, EPOCHS=1, COMPARE_V1=False, MAX_IMAGES=None,
+        NUM_TRAIN=16,
+        NUM_VAL=4,
+        IMAGE_SIZE=64,
+        BATCH_SIZE=8,
+        EPOCHS=1,
+        COMPARE_V1=False,
+        MAX_IMAGES=None,
         # An untrained model's scores are below the default 0.05: analyse every detection.
-        SCORE_THRESHOLD=0.0, NUM_SHOW=3,
+        SCORE_THRESHOLD=0.0,
+        NUM_SHOW=3,
     ),
 }
 
@@ -119,7 +138,10 @@ def _run(name, work_dir):
     nb.cells.append(nbformat.v4.new_code_cell("import sys\nprint('KERNEL_PREFIX=' + sys.prefix)"))
 
     client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT, startup_timeout=120, kernel_name="python3",
+        nb,
+        timeout=CELL_TIMEOUT,
+        startup_timeout=120,
+        kernel_name="python3",
         resources={"metadata": {"path": str(work_dir)}},
     )
     client.execute()  # raises CellExecutionError, naming the cell, if any cell fails

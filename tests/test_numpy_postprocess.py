@@ -20,8 +20,14 @@ def _metadata(top_k=1000, threshold=0.05, iou=0.6, max_det=100, num_classes=2):
     return {
         "num_classes": num_classes,
         "canvas_size": CANVAS,
-        "postprocessing": {"strides": STRIDES, "reg_max": REG_MAX, "pre_nms_top_k": top_k,
-                           "score_threshold": threshold, "iou_threshold": iou, "max_detections": max_det},
+        "postprocessing": {
+            "strides": STRIDES,
+            "reg_max": REG_MAX,
+            "pre_nms_top_k": top_k,
+            "score_threshold": threshold,
+            "iou_threshold": iou,
+            "max_detections": max_det,
+        },
     }
 
 
@@ -63,20 +69,20 @@ def _scene():
     scores = np.zeros((10, 2), np.float32)
     bins = np.zeros((10, 4), np.int64)
     # level 0 (points 0-7, stride 16; point k at x = 16 (k % 2), y = 16 (k // 2))
-    scores[3] = [0.9, 0.0]    # (16, 16): box [0, 0, 32, 32] (1 bin each way)
+    scores[3] = [0.9, 0.0]  # (16, 16): box [0, 0, 32, 32] (1 bin each way)
     bins[3] = [1, 1, 1, 1]
-    scores[5] = [0.8, 0.3]    # (16, 32): box [0, 16, 32, 48]: IoU 1/3 with point 3's box
+    scores[5] = [0.8, 0.3]  # (16, 32): box [0, 16, 32, 48]: IoU 1/3 with point 3's box
     bins[5] = [1, 1, 1, 1]
-    scores[2] = [0.7, 0.0]    # (0, 16): box [0, 0, 16, 32]: IoU 0.5 with point 3's box (class 0)
+    scores[2] = [0.7, 0.0]  # (0, 16): box [0, 0, 16, 32]: IoU 0.5 with point 3's box (class 0)
     bins[2] = [0, 1, 1, 1]
-    scores[4] = [0.0, 0.05]   # exactly the threshold: dropped (strictly above only)
-    bins[4] = [1, 1, 0, 0]    # (0, 32): box [0, 16, 0, 32], alone, overlaps nothing
-    scores[0] = [0.1, 0.0]    # (0, 0): box [0, 0, 16, 16]: IoU 1/4 with point 3's box
+    scores[4] = [0.0, 0.05]  # exactly the threshold: dropped (strictly above only)
+    bins[4] = [1, 1, 0, 0]  # (0, 32): box [0, 16, 0, 32], alone, overlaps nothing
+    scores[0] = [0.1, 0.0]  # (0, 0): box [0, 0, 16, 16]: IoU 1/4 with point 3's box
     bins[0] = [0, 0, 1, 1]
     # level 1 (points 8, 9 at (0, 0) and (0, 32), stride 32)
-    scores[9] = [0.0, 0.6]    # box [0, 0, 32, 64]
+    scores[9] = [0.0, 0.6]  # box [0, 0, 32, 64]
     bins[9] = [0, 1, 1, 1]
-    scores[8] = [0.2, 0.0]    # box [0, 0, 32, 32]: same box as point 3, class 0, IoU 1 -> suppressed
+    scores[8] = [0.2, 0.0]  # box [0, 0, 32, 32]: same box as point 3, class 0, IoU 1 -> suppressed
     bins[8] = [0, 0, 1, 1]
     return scores, _reg(bins)
 
@@ -86,8 +92,11 @@ def test_postprocess_threshold_classwise_nms_and_order():
     det = npp.postprocess(scores, reg, _metadata(iou=0.6))
     np.testing.assert_allclose(det["scores"], [0.9, 0.8, 0.7, 0.6, 0.3, 0.1], atol=1e-7)
     np.testing.assert_array_equal(det["labels"], [0, 0, 0, 1, 1, 0])
-    np.testing.assert_allclose(det["boxes"], [[0, 0, 32, 32], [0, 16, 32, 48], [0, 0, 16, 32],
-                                              [0, 0, 32, 64], [0, 16, 32, 48], [0, 0, 16, 16]], atol=1e-4)
+    np.testing.assert_allclose(
+        det["boxes"],
+        [[0, 0, 32, 32], [0, 16, 32, 48], [0, 0, 16, 32], [0, 0, 32, 64], [0, 16, 32, 48], [0, 0, 16, 16]],
+        atol=1e-4,
+    )
     assert det["labels"].dtype == np.int32 and det["scores"].dtype == np.float32
     np.testing.assert_allclose(det["edge_confidence"], np.ones((6, 4)), atol=1e-6)
     # a lower IoU threshold: point 2 (IoU 0.5) and point 5 (IoU 1/3 with point 3) go too;
@@ -148,22 +157,25 @@ def test_iou_hand_values():
     iou = npp._iou(np.array([0, 0, 10, 10.0]), np.array([[0, 0, 10, 5.0], [5, 0, 15, 10], [20, 20, 30, 30]]))
     np.testing.assert_allclose(iou, [0.5, 50 / 150, 0.0])
     # a box with x1 != y1 (area 4 x 8 = 32); overlaps under one pixel; one box apart on both axes
-    others = np.array([[0, 0, 4, 4], [3, 5, 9, 9], [6, 0, 8, 1], [4.5, 0, 7, 3], [0, 9.5, 3, 12],
-                       [6, 2, 8, 4], [2, 11, 4, 12]], np.float64)  # the last two: apart on one axis only
+    others = np.array(
+        [[0, 0, 4, 4], [3, 5, 9, 9], [6, 0, 8, 1], [4.5, 0, 7, 3], [0, 9.5, 3, 12], [6, 2, 8, 4], [2, 11, 4, 12]],
+        np.float64,
+    )  # the last two: apart on one axis only
     iou = npp._iou(np.array([1, 2, 5, 10.0]), others)
     np.testing.assert_allclose(iou, [6 / 42, 8 / 48, 0.0, 0.5 / 39, 1 / 38.5, 0.0, 0.0])
     # boxes under one pixel: the guard only stops a zero division
-    np.testing.assert_allclose(npp._iou(np.array([0, 0, 0.5, 0.5]), np.array([[0, 0, 0.5, 0.5], [0.25, 0, 0.5, 0.5]])),
-                               [1.0, 0.5])
+    np.testing.assert_allclose(
+        npp._iou(np.array([0, 0, 0.5, 0.5]), np.array([[0, 0, 0.5, 0.5], [0.25, 0, 0.5, 0.5]])), [1.0, 0.5]
+    )
 
 
 def test_decode_default_reg_max_dtypes_and_extreme_logits():
     points = np.array([[16, 16], [48, 16]], np.float32)
     strides = np.array([16, 16], np.float32)
     logits = np.zeros((2, 4, 17), np.float32)
-    logits[0, :, 1] = 1000.0   # all mass on bin 1 despite huge logits
-    logits[1] = -1000.0        # another point at a very different logit scale: all bins equal
-    logits[1, :, 0] = -999.0   # ... bin 0 e times as likely as each other bin
+    logits[0, :, 1] = 1000.0  # all mass on bin 1 despite huge logits
+    logits[1] = -1000.0  # another point at a very different logit scale: all bins equal
+    logits[1, :, 0] = -999.0  # ... bin 0 e times as likely as each other bin
     boxes, top1 = npp.decode(logits.reshape(2, -1), points, strides, (64, 64))  # reg_max 16 by default
     assert boxes.dtype == np.float32 and top1.dtype == np.float32
     assert np.all(np.isfinite(boxes)) and np.all(np.isfinite(top1))
@@ -179,9 +191,9 @@ def test_postprocess_three_levels_keep_each_level_offset():
     metadata["postprocessing"]["strides"] = [16, 32, 64]  # 8 + 2 + 1 points
     scores = np.zeros((11, 1), np.float32)
     bins = np.zeros((11, 4), np.int64)
-    scores[10] = 0.9   # the P(64) point at (0, 0)
+    scores[10] = 0.9  # the P(64) point at (0, 0)
     bins[10] = [0, 0, 1, 1]  # [0, 0, 64, 64] clipped to [0, 0, 32, 64]
-    scores[1] = 0.4    # a level-0 point far from it in score
+    scores[1] = 0.4  # a level-0 point far from it in score
     bins[1] = [0, 0, 0, 0]
     metadata["postprocessing"]["pre_nms_top_k"] = 1
     det = npp.postprocess(scores, _reg(bins), metadata)
@@ -223,8 +235,9 @@ def test_postprocess_cross_class_ties_keep_point_then_class_order():
     det = npp.postprocess(scores, reg, metadata)
     kept = sorted(range(400), key=lambda p: (-float(scores[p].max()), p))  # the level's top-k, stable
     rank = {p: r for r, p in enumerate(kept)}
-    pairs = sorted(((p, c) for p in range(400) for c in range(3)),
-                   key=lambda pc: (-float(scores[pc]), rank[pc[0]], pc[1]))[:250]
+    pairs = sorted(
+        ((p, c) for p in range(400) for c in range(3)), key=lambda pc: (-float(scores[pc]), rank[pc[0]], pc[1])
+    )[:250]
     points = np.array([p for p, _ in pairs])
     np.testing.assert_array_equal(det["labels"], [c for _, c in pairs])
     np.testing.assert_allclose(det["boxes"][:, :2], np.stack([8 * (points % 20), 8 * (points // 20)], axis=1))

@@ -4,9 +4,9 @@ import math
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from keras_gfocal import postprocess as pp
 
 RTOL = 1e-5
@@ -384,8 +384,9 @@ def test_postprocess_point_features_random_against_reference(batch):
     for b in range(batch):
         n = int(exp["num_detections"][b])
         eb = exp["boxes"][b, :n]
-        np.testing.assert_allclose(got[b, :n], np.stack([eb[:, 0] * 3 + 1, eb[:, 3] - eb[:, 1]], -1),
-                                   rtol=RTOL, atol=1e-4)
+        np.testing.assert_allclose(
+            got[b, :n], np.stack([eb[:, 0] * 3 + 1, eb[:, 3] - eb[:, 1]], -1), rtol=RTOL, atol=1e-4
+        )
         np.testing.assert_array_equal(got[b, n:], 0.0)
 
 
@@ -401,9 +402,13 @@ def _run_dynamic(scores, boxes, counts, **kw):
 
     num_classes = scores.shape[-1]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, num_classes], tf.float32),
-                                  tf.TensorSpec([None, None, 4], tf.float32),
-                                  tf.TensorSpec([len(counts)], tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, num_classes], tf.float32),
+            tf.TensorSpec([None, None, 4], tf.float32),
+            tf.TensorSpec([len(counts)], tf.int32),
+        ]
+    )
     def run(s, b, c):
         return pp.postprocess_detections(s, b, [c[i] for i in range(len(counts))], **kw)
 
@@ -425,8 +430,9 @@ def test_postprocess_dynamic_level_sizes_against_reference(batch):
     np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
     np.testing.assert_array_equal(out["labels"], exp["labels"])
     # the level cut matters here: without it the detections differ
-    assert not np.array_equal(ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"],
-                              exp["scores"])
+    assert not np.array_equal(
+        ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"], exp["scores"]
+    )
 
 
 def test_postprocess_dynamic_level_of_exactly_top_k_keeps_index_order_for_ties():
@@ -491,9 +497,16 @@ def test_postprocess_graph_outputs_have_static_shapes(batch):
     import tensorflow as tf
 
     fn = tf.function(lambda s, b, f: pp.postprocess_detections(s, b, [6], max_detections=7, point_features=f))
-    concrete = fn.get_concrete_function(tf.TensorSpec([batch, 6, 3], tf.float32),
-                                        tf.TensorSpec([batch, 6, 4], tf.float32),
-                                        tf.TensorSpec([batch, 6, 2], tf.float32))
+    concrete = fn.get_concrete_function(
+        tf.TensorSpec([batch, 6, 3], tf.float32),
+        tf.TensorSpec([batch, 6, 4], tf.float32),
+        tf.TensorSpec([batch, 6, 2], tf.float32),
+    )
     shapes = {k: v.shape.as_list() for k, v in concrete.structured_outputs.items()}
-    assert shapes == {"boxes": [batch, 7, 4], "scores": [batch, 7], "labels": [batch, 7],
-                      "num_detections": [batch], "point_features": [batch, 7, 2]}
+    assert shapes == {
+        "boxes": [batch, 7, 4],
+        "scores": [batch, 7],
+        "labels": [batch, 7],
+        "num_detections": [batch],
+        "point_features": [batch, 7, 2],
+    }

@@ -13,8 +13,14 @@ from keras_gfocal.prediction import predict_images
 def detector():
     # Threshold 0: an untrained head's scores all pass, so there are detections to record.
     model = GFocalDetector.from_preset(
-        "gfocal_v2_tiny", num_classes=2, class_names=["ring", "star"], category_ids=[4, 9], image_size=(64, 64),
-        score_threshold=0.0, max_detections=5, backbone_weights=None,
+        "gfocal_v2_tiny",
+        num_classes=2,
+        class_names=["ring", "star"],
+        category_ids=[4, 9],
+        image_size=(64, 64),
+        score_threshold=0.0,
+        max_detections=5,
+        backbone_weights=None,
     )
     return KerasDetector(model)
 

@@ -4,7 +4,7 @@ The fixtures in tests/fixtures/ hold outputs of the real PyTorch reference
 modules (torchvision's ResNet-50; MMDetection 3.3's ResNet + FPN + GFL head,
 with the official GFocalV2 quality branch on top), computed once by
 tests/fixtures/make_reference_fixtures.py with every tensor of their state dict
-drawn by `reference_weights.seeded_state_dict`. Here the same state dicts go
+drawn by ``reference_weights.seeded_state_dict``. Here the same state dicts go
 through this package's converters, and the Keras outputs must match.
 """
 
@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 import pytest
+from reference_weights import seeded_state_dict
 
 from keras_gfocal.checkpoints import CheckpointMismatchError, load_resnet_weights
 from keras_gfocal.convert import convert_checkpoint
 from keras_gfocal.layers import ResNetBackbone
-from reference_weights import seeded_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 RTOL = 1e-4
@@ -55,8 +55,10 @@ def test_torchvision_resnet50_gives_the_reference_c3_c4_c5():
 
 @pytest.mark.parametrize(
     "preset, fixture_name, drop_background",
-    [("gfocal_v2_r50_fpn", "gfocal_v2_r50_reference.npz", True),
-     ("gfocal_v1_r50_fpn", "gfocal_v1_r50_reference.npz", False)],
+    [
+        ("gfocal_v2_r50_fpn", "gfocal_v2_r50_reference.npz", True),
+        ("gfocal_v1_r50_fpn", "gfocal_v1_r50_reference.npz", False),
+    ],
 )
 def test_converted_checkpoint_gives_the_reference_outputs_at_every_level(preset, fixture_name, drop_background):
     fixture = _fixture(fixture_name)

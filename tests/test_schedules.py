@@ -60,6 +60,11 @@ def test_a_loaded_model_restores_its_schedule_without_importing_training(tmp_pat
     model(np.zeros((1, 64, 64, 3), "float32"))
     path = str(tmp_path / "m.keras")
     model.save(path)
-    out = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_TRAINING, path], capture_output=True, text=True,
-                         check=False, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_TRAINING, path],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert out.stdout.splitlines()[-2:] == ["WarmupStepDecay [30, 40] 7", "[]"], out.stdout + out.stderr

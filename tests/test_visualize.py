@@ -16,8 +16,8 @@ def test_class_colors_are_stable_and_distinct():
 def test_draw_detections_outlines_each_kept_box_in_its_class_color():
     image = np.zeros((64, 80, 3), np.uint8)
     boxes = np.array([[10, 20, 50, 60], [2, 40, 7, 62], [60, 30, 75, 50]], np.float32)
-    scores = np.array([0.9, 0.2, 0.8], np.float32)   # the second is under the threshold
-    labels = np.array([1, 0, -1])                     # the third is a padding row
+    scores = np.array([0.9, 0.2, 0.8], np.float32)  # the second is under the threshold
+    labels = np.array([1, 0, -1])  # the third is a padding row
     out = np.asarray(draw_detections(image, boxes, scores, labels, class_names=["a", "b"], line_width=1))
     assert out.shape == image.shape and not np.shares_memory(out, image) and image.max() == 0
     color = class_color(1)
@@ -25,9 +25,9 @@ def test_draw_detections_outlines_each_kept_box_in_its_class_color():
     for y in (30, 45, 59):
         assert tuple(out[y, 10]) == color and tuple(out[y, 50]) == color, y
     assert tuple(out[60, 30]) == color
-    assert out[40, 30].max() == 0                     # inside the box: untouched
-    assert out[40:64, 0:9].max() == 0   # the low-score box is not drawn
-    assert out[30:51, 60:76].max() == 0               # nor the padding row
+    assert out[40, 30].max() == 0  # inside the box: untouched
+    assert out[40:64, 0:9].max() == 0  # the low-score box is not drawn
+    assert out[30:51, 60:76].max() == 0  # nor the padding row
     # the label sits above the box in the class color (text in black on it)
     label = out[9:20, 10:40].reshape(-1, 3)
     assert (label == color).all(axis=1).sum() > 50 and (label == 0).all(axis=1).sum() > 5
@@ -35,8 +35,9 @@ def test_draw_detections_outlines_each_kept_box_in_its_class_color():
 
 def test_draw_detections_threshold_argument():
     image = np.zeros((32, 32, 3), np.uint8)
-    out = np.asarray(draw_detections(image, np.array([[4, 12, 28, 28.0]]), [0.2], [0], score_threshold=0.1,
-                                     line_width=1))
+    out = np.asarray(
+        draw_detections(image, np.array([[4, 12, 28, 28.0]]), [0.2], [0], score_threshold=0.1, line_width=1)
+    )
     assert tuple(out[20, 4]) == class_color(0)
 
 

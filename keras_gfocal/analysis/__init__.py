@@ -5,12 +5,12 @@ estimate; the joint score ``sigmoid(cls) * quality`` ranks the detections. This
 module measures, on a labelled COCO-format dataset, how well each candidate
 ranking signal correlates with the IoU that the detections really reach:
 
-* `numbers`: `pearson`, `match_detections`, `correlations` (NumPy);
-* `collect`: `collect_positive_predictions`, the positive detections of a
+* ``numbers``: ``pearson``, ``match_detections``, ``correlations`` (NumPy);
+* ``collect``: ``collect_positive_predictions``, the positive detections of a
   model, each with its real IoU, DGQP quality, classification score, joint
   score and per-edge top-1 probability;
-* `figures`: `quality_vs_iou_figure` / `distribution_figure` (matplotlib);
-* `report`: `analyze`, all of it for one model (and optionally a GFocalV1
+* ``figures``: ``quality_vs_iou_figure`` / ``distribution_figure`` (matplotlib);
+* ``report``: ``analyze``, all of it for one model (and optionally a GFocalV1
   model to compare), the ``gfocal analyze`` command.
 
 **Positive predictions.** They are what a user of the model sees: the final
@@ -31,6 +31,13 @@ from keras_gfocal.analysis.numbers import SIGNALS, box_iou_matrix, correlations,
 from keras_gfocal.analysis.report import analyze
 
 __all__ = [
-    "SIGNALS", "analyze", "box_iou_matrix", "collect_positive_predictions", "correlations", "distribution_figure",
-    "match_detections", "pearson", "quality_vs_iou_figure",
+    "SIGNALS",
+    "analyze",
+    "box_iou_matrix",
+    "collect_positive_predictions",
+    "correlations",
+    "distribution_figure",
+    "match_detections",
+    "pearson",
+    "quality_vs_iou_figure",
 ]

@@ -1,5 +1,5 @@
 """Running a model over a labelled dataset: its positive detections, each with
-the real IoU and every signal that could predict it (see `keras_gfocal.analysis`)."""
+the real IoU and every signal that could predict it (see ``keras_gfocal.analysis``)."""
 
 import os
 
@@ -9,7 +9,7 @@ from keras_gfocal.analysis.numbers import match_detections, softmax
 
 
 def load_model(model):
-    """``(model, name)``: a `GFocalDetector` given as itself or as a ``.keras`` path, and its name or path."""
+    """``(model, name)``: a ``GFocalDetector`` given as itself or as a ``.keras`` path, and its name or path."""
     if not isinstance(model, (str, os.PathLike)):
         return model, getattr(model, "name", "model")
     import keras
@@ -20,10 +20,10 @@ def load_model(model):
     if not os.path.isfile(path) or not path.endswith(".keras"):
         raise ValueError(
             f"The analysis needs a Keras model file (.keras) with its raw outputs, got {path!r}"
-            + ("" if os.path.exists(path) else " (not found)") + "."
+            + ("" if os.path.exists(path) else " (not found)")
+            + "."
         )
     return keras.saving.load_model(path, safe_mode=True), path
-
 
 
 def collect_positive_predictions(
@@ -36,8 +36,8 @@ def collect_positive_predictions(
     it is matched to the same-class box of highest IoU.
 
     Args:
-        model: a `GFocalDetector` (V2 or V1).
-        dataset: a `keras_gfocal.data.CocoDataset`.
+        model: a ``GFocalDetector`` (V2 or V1).
+        dataset: a ``keras_gfocal.data.CocoDataset``.
         image_size: ``(H, W)`` resize canvas; default the model's training
             size (``model.image_size``), else the reference's (800, 1333).
         batch_size: images per forward pass.
@@ -74,8 +74,24 @@ def collect_positive_predictions(
     source = dataset if max_images is None else dataset.records(skip_empty=False).take(int(max_images))
     batches = make_dataset(source, training=False, batch_size=batch_size, image_size=image_size)
 
-    rows = {k: [] for k in ("iou", "quality", "cls_score", "joint_score", "edge_top1", "labels", "boxes",
-                            "gt_boxes", "points", "strides", "reg_logits", "image_ids", "scales")}
+    rows = {
+        k: []
+        for k in (
+            "iou",
+            "quality",
+            "cls_score",
+            "joint_score",
+            "edge_top1",
+            "labels",
+            "boxes",
+            "gt_boxes",
+            "points",
+            "strides",
+            "reg_logits",
+            "image_ids",
+            "scales",
+        )
+    }
     num_images = num_detections = 0
     for images, targets, meta in batches:
         outputs = model(images, training=False)
@@ -87,9 +103,14 @@ def collect_positive_predictions(
         # Carry each point's index through NMS to read its per-point values back.
         index = tf.broadcast_to(tf.range(num_points, dtype=tf.float32)[None, :, None], [batch, num_points, 1])
         det = postprocess.postprocess_detections(
-            outputs["cls_scores"], boxes, counts, pre_nms_top_k=model.pre_nms_top_k,
-            score_threshold=threshold, iou_threshold=model.iou_threshold,
-            max_detections=model.max_detections, point_features=index,
+            outputs["cls_scores"],
+            boxes,
+            counts,
+            pre_nms_top_k=model.pre_nms_top_k,
+            score_threshold=threshold,
+            iou_threshold=model.iou_threshold,
+            max_detections=model.max_detections,
+            point_features=index,
         )
         det = {k: np.asarray(v) for k, v in det.items()}
         cls_scores = np.asarray(outputs["cls_scores"], np.float32)
@@ -104,8 +125,9 @@ def collect_positive_predictions(
             if n == 0:
                 continue
             det_labels = det["labels"][i, :n]
-            gt_index, iou = match_detections(det["boxes"][i, :n], det_labels, gt_boxes_all[i], gt_labels_all[i],
-                                             iou_floor)
+            gt_index, iou = match_detections(
+                det["boxes"][i, :n], det_labels, gt_boxes_all[i], gt_labels_all[i], iou_floor
+            )
             keep = gt_index >= 0
             if not np.any(keep):
                 continue
@@ -132,8 +154,13 @@ def collect_positive_predictions(
             rows["image_ids"].append(np.full(len(point), image_ids[i], np.int64))
             rows["scales"].append(np.full(len(point), scales[i], np.float32))
 
-    empty_shapes = {"edge_top1": (0, 4), "boxes": (0, 4), "gt_boxes": (0, 4), "points": (0, 2),
-                    "reg_logits": (0, 4, num_bins)}
+    empty_shapes = {
+        "edge_top1": (0, 4),
+        "boxes": (0, 4),
+        "gt_boxes": (0, 4),
+        "points": (0, 2),
+        "reg_logits": (0, 4, num_bins),
+    }
     result = {}
     for key, parts in rows.items():
         if key == "quality" and not model.dgqp:
@@ -143,8 +170,12 @@ def collect_positive_predictions(
         else:
             result[key] = np.zeros(empty_shapes.get(key, (0,)), np.float32)
     result.update(
-        dgqp=bool(model.dgqp), reg_max=reg_max, num_images=num_images, num_detections=num_detections,
-        iou_floor=float(iou_floor), score_threshold=threshold, image_size=image_size,
+        dgqp=bool(model.dgqp),
+        reg_max=reg_max,
+        num_images=num_images,
+        num_detections=num_detections,
+        iou_floor=float(iou_floor),
+        score_threshold=threshold,
+        image_size=image_size,
     )
     return result
-

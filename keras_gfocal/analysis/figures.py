@@ -30,7 +30,7 @@ def quality_vs_iou_figure(results, out_path, title=None, v1_results=None):
     with ``v1_results`` the GFocalV1 model's score. Each title gives Pearson's r.
 
     Args:
-        results: the dict of `collect_positive_predictions`.
+        results: the dict of ``collect_positive_predictions``.
         out_path: PNG path.
         title: figure title.
         v1_results: optional results of a GFocalV1 model (its own positives).
@@ -68,8 +68,9 @@ def quality_vs_iou_figure(results, out_path, title=None, v1_results=None):
     return out_path
 
 
-def distribution_figure(images, boxes, reg_logits, out_path, gt_boxes=None, points=None, strides=None,
-                        captions=None, title=None):
+def distribution_figure(
+    images, boxes, reg_logits, out_path, gt_boxes=None, points=None, strides=None, captions=None, title=None
+):
     """The four edge distributions of predictions beside their boxes; saves a PNG.
 
     One row per prediction: the image (cropped around the box) with the
@@ -118,20 +119,42 @@ def distribution_figure(images, boxes, reg_logits, out_path, gt_boxes=None, poin
         image = np.asarray(images[row])
         img_h, img_w = image.shape[:2]
         box = boxes[row]
-        region = box if gt_boxes is None else np.concatenate([np.minimum(box[:2], gt_boxes[row, :2]),
-                                                              np.maximum(box[2:], gt_boxes[row, 2:])])
+        region = (
+            box
+            if gt_boxes is None
+            else np.concatenate([np.minimum(box[:2], gt_boxes[row, :2]), np.maximum(box[2:], gt_boxes[row, 2:])])
+        )
         margin = 0.25 * max(region[2] - region[0], region[3] - region[1], 8.0)
         x0, y0 = int(max(0, np.floor(region[0] - margin))), int(max(0, np.floor(region[1] - margin)))
         x1, y1 = int(min(img_w, np.ceil(region[2] + margin))), int(min(img_h, np.ceil(region[3] + margin)))
         ax = axes[row, 0]
         if x1 > x0 and y1 > y0:
             ax.imshow(image[y0:y1, x0:x1], extent=(x0, x1, y1, y0), interpolation="nearest")
-        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor="red",
-                               linewidth=1.8, label="prediction"))
+        ax.add_patch(
+            Rectangle(
+                box[:2],
+                box[2] - box[0],
+                box[3] - box[1],
+                fill=False,
+                edgecolor="red",
+                linewidth=1.8,
+                label="prediction",
+            )
+        )
         if gt_boxes is not None:
             g = gt_boxes[row]
-            ax.add_patch(Rectangle(g[:2], g[2] - g[0], g[3] - g[1], fill=False, edgecolor="lime",
-                                   linewidth=1.5, linestyle="--", label="ground truth"))
+            ax.add_patch(
+                Rectangle(
+                    g[:2],
+                    g[2] - g[0],
+                    g[3] - g[1],
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=1.5,
+                    linestyle="--",
+                    label="ground truth",
+                )
+            )
         if points is not None:
             ax.plot(points[row, 0], points[row, 1], "o", color="yellow", markersize=4, markeredgecolor="black")
         ax.set_xlim(x0, x1)
@@ -154,8 +177,7 @@ def distribution_figure(images, boxes, reg_logits, out_path, gt_boxes=None, poin
             ax.bar(bins, p, width=0.85, color=colors)
             ax.axvline(float(np.sum(p * bins)), color="red", linewidth=1.2, label="expected value")
             if target is not None:
-                ax.axvline(float(target[e]), color="green", linestyle="--", linewidth=1.2,
-                           label="ground truth")
+                ax.axvline(float(target[e]), color="green", linestyle="--", linewidth=1.2, label="ground truth")
             ax.set_ylim(0, 1)
             ax.set_xlim(-0.6, num_bins - 0.4)
             ax.set_xticks(bins[::2])
@@ -171,4 +193,3 @@ def distribution_figure(images, boxes, reg_logits, out_path, gt_boxes=None, poin
         fig.suptitle(title, fontsize=11)
     fig.savefig(out_path, dpi=100)
     return out_path
-

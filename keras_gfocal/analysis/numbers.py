@@ -1,10 +1,10 @@
 """The numbers of the quality analysis, in NumPy: correlation and matching.
 
-* `pearson` / `pearson_or_none`: the correlation coefficient;
-* `box_iou_matrix`, `match_detections`: each detection's best same-class
+* ``pearson`` / ``pearson_or_none``: the correlation coefficient;
+* ``box_iou_matrix``, ``match_detections``: each detection's best same-class
   ground truth and its IoU;
-* `softmax`: over the bins of each edge distribution;
-* `correlations`: Pearson r of the real IoU with each of `SIGNALS`.
+* ``softmax``: over the bins of each edge distribution;
+* ``correlations``: Pearson r of the real IoU with each of ``SIGNALS``.
 """
 
 import numpy as np
@@ -40,7 +40,7 @@ def pearson(x, y):
 
 
 def pearson_or_none(x, y):
-    """`pearson`, or None when it is undefined (fewer than 2 points, no variance)."""
+    """``pearson``, or None when it is undefined (fewer than 2 points, no variance)."""
     try:
         r = pearson(x, y)
     except ValueError:
@@ -99,9 +99,8 @@ def softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-
 def correlations(results):
-    """Pearson r of the IoU with each signal of `collect_positive_predictions`' results.
+    """Pearson r of the IoU with each signal of ``collect_positive_predictions``' results.
 
     Returns:
         ``{"dgqp_quality", "cls_score", "joint_score", "edge_top1_mean"}`` ->
@@ -116,4 +115,3 @@ def correlations(results):
         "joint_score": pearson_or_none(iou, results["joint_score"]),
         "edge_top1_mean": pearson_or_none(iou, np.mean(results["edge_top1"], axis=-1)),
     }
-

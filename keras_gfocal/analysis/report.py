@@ -41,9 +41,11 @@ def _caption(kind, results, i):
 
 
 def _print_table(report):
-    print(f"Pearson r of the real IoU with each signal, over {report['num_positives']} positive detections "
-          f"(IoU >= {report['iou_floor']} with a same-class ground truth; {report['num_detections']} detections "
-          f"on {report['num_images']} images):")
+    print(
+        f"Pearson r of the real IoU with each signal, over {report['num_positives']} positive detections "
+        f"(IoU >= {report['iou_floor']} with a same-class ground truth; {report['num_detections']} detections "
+        f"on {report['num_images']} images):"
+    )
     for key in SIGNALS:
         r = report["pearson_iou"][key]
         print(f"  {SIGNAL_LABELS[key]:<32s} {'n/a' if r is None else f'{r:+.3f}'}")
@@ -54,25 +56,36 @@ def _print_table(report):
             print(f"  {label:<32s} {'n/a' if r is None else f'{r:+.3f}'}   ({v1['num_positives']} positives)")
 
 
-def analyze(model, ann, images, out, max_images=None, v1_model=None, image_size=None, batch_size=8,
-            iou_floor=0.1, score_threshold=None, verbose=True):
+def analyze(
+    model,
+    ann,
+    images,
+    out,
+    max_images=None,
+    v1_model=None,
+    image_size=None,
+    batch_size=8,
+    iou_floor=0.1,
+    score_threshold=None,
+    verbose=True,
+):
     """Quality-versus-IoU analysis of a model on a COCO-format dataset.
 
     Writes into ``out``: ``quality_vs_iou.png`` (scatter plots, see
-    `quality_vs_iou_figure`), ``distributions.png`` (the two sharpest and the
+    ``quality_vs_iou_figure``), ``distributions.png`` (the two sharpest and the
     two flattest positive detections' edge distributions, see
-    `distribution_figure`) and ``correlations.json`` (the returned dict), and
+    ``distribution_figure``) and ``correlations.json`` (the returned dict), and
     prints the correlations as a table.
 
     Args:
-        model: a `GFocalDetector` or the path of a ``.keras`` file.
+        model: a ``GFocalDetector`` or the path of a ``.keras`` file.
         ann: COCO instances JSON; images: its image folder.
         out: output folder (created).
         max_images: use only the first N images.
         v1_model: optional GFocalV1 model (or ``.keras`` path) to compare:
             the correlation of its score with the IoU of its own positives.
         image_size: resize canvas ``(H, W)``; default each model's own.
-        batch_size, iou_floor, score_threshold: see `collect_positive_predictions`.
+        batch_size, iou_floor, score_threshold: see ``collect_positive_predictions``.
         verbose: print the table.
     Returns:
         dict: ``model``, ``dgqp``, ``num_images``, ``num_detections``,
@@ -91,8 +104,13 @@ def analyze(model, ann, images, out, max_images=None, v1_model=None, image_size=
     model, model_name = load_model(model)
     dataset = CocoDataset(ann, images)
     os.makedirs(out, exist_ok=True)
-    kwargs = dict(image_size=image_size, batch_size=batch_size, max_images=max_images, iou_floor=iou_floor,
-                  score_threshold=score_threshold)
+    kwargs = dict(
+        image_size=image_size,
+        batch_size=batch_size,
+        max_images=max_images,
+        iou_floor=iou_floor,
+        score_threshold=score_threshold,
+    )
     results = collect_positive_predictions(model, dataset, **kwargs)
     n = len(results["iou"])
     if n == 0:
@@ -136,9 +154,11 @@ def analyze(model, ann, images, out, max_images=None, v1_model=None, image_size=
     }
     kind = "GFocalV2" if results["dgqp"] else "GFocalV1"
     quality_vs_iou_figure(
-        results, files["quality_vs_iou"], v1_results=v1_results,
+        results,
+        files["quality_vs_iou"],
+        v1_results=v1_results,
         title=f"{kind} {os.path.basename(str(model_name))}: positive detections on {results['num_images']} images "
-              f"(IoU >= {iou_floor} with a same-class ground truth)",
+        f"(IoU >= {iou_floor} with a same-class ground truth)",
     )
 
     rows = _example_rows(results)
@@ -151,11 +171,16 @@ def analyze(model, ann, images, out, max_images=None, v1_model=None, image_size=
     idx = np.array([i for _, i in rows])
     scale = results["scales"][idx].astype(np.float64)
     distribution_figure(
-        pictures, results["boxes"][idx] / scale[:, None], results["reg_logits"][idx], files["distributions"],
-        gt_boxes=results["gt_boxes"][idx] / scale[:, None], points=results["points"][idx] / scale[:, None],
-        strides=results["strides"][idx] / scale, captions=[_caption(k, results, i) for k, i in rows],
+        pictures,
+        results["boxes"][idx] / scale[:, None],
+        results["reg_logits"][idx],
+        files["distributions"],
+        gt_boxes=results["gt_boxes"][idx] / scale[:, None],
+        points=results["points"][idx] / scale[:, None],
+        strides=results["strides"][idx] / scale,
+        captions=[_caption(k, results, i) for k, i in rows],
         title="Edge distributions of the sharpest and the flattest positive detections "
-              "(orange bar: top-1; red: expected value; green: ground truth)",
+        "(orange bar: top-1; red: expected value; green: ground truth)",
     )
     report["files"] = files
     with open(files["correlations"], "w", encoding="utf-8") as f:

@@ -1,6 +1,6 @@
 """Assigning a PyTorch state dict to Keras variables, all or nothing.
 
-A converter lists ``(checkpoint key, variable, transform)`` rows; `assign_all`
+A converter lists ``(checkpoint key, variable, transform)`` rows; ``assign_all``
 checks every row and the keys nobody asked for before it writes anything, so a
 checkpoint that does not fit the model leaves the model untouched and the
 error names the first offending keys.

@@ -1,5 +1,5 @@
 """MMDetection-layout GFocal checkpoints (the official GFocalV2 models and
-MMDetection's GFL models) mapped onto a `GFocalDetector`'s variables.
+MMDetection's GFL models) mapped onto a ``GFocalDetector``'s variables.
 
 Key names and layouts are listed in the reference facts: ``backbone.*`` in
 torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
@@ -35,8 +35,8 @@ def _cls_rows(prefix, conv, drop_background):
 
 
 def gfocal_rows(model, drop_background=False):
-    """``(checkpoint key, variable, transform)`` rows of a built `GFocalDetector`
-    with a `ResNetBackbone`, in MMDetection's names."""
+    """``(checkpoint key, variable, transform)`` rows of a built ``GFocalDetector``
+    with a ``ResNetBackbone``, in MMDetection's names."""
     if not hasattr(model.backbone, "stages"):  # the ResNetBackbone layout resnet_rows reads
         raise ValueError(
             f"MMDetection GFocal checkpoints need a ResNetBackbone; this model has {type(model.backbone).__name__}."
@@ -89,8 +89,8 @@ def classes_in_checkpoint(state_dict, source, dgqp, num_classes):
 
 
 def load_gfocal_weights(model, state_dict, source, drop_background=False):
-    """Assigns an MMDetection-layout GFocal state dict to a built `GFocalDetector`,
-    all or nothing (see `keras_gfocal.checkpoints.mapping.assign_all`)."""
+    """Assigns an MMDetection-layout GFocal state dict to a built ``GFocalDetector``,
+    all or nothing (see ``keras_gfocal.checkpoints.mapping.assign_all``)."""
     dcn = sorted(k for k in state_dict if "conv_offset" in k or "dcn" in k.split(".")[-2:])
     if dcn:
         raise CheckpointMismatchError(

@@ -661,12 +661,22 @@ def _load_handle(handle, name, allow_unknown_globals):
         raise CheckpointError(f"{name}: corrupt or unsupported checkpoint: {error}") from None
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, struct.error, zipfile.BadZipFile, RecursionError, MemoryError, OverflowError,
-            UnicodeDecodeError) as error:
-        raise CheckpointError(
-            f"{name}: truncated or corrupt checkpoint ({type(error).__name__}: {error})"
-        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        struct.error,
+        zipfile.BadZipFile,
+        RecursionError,
+        MemoryError,
+        OverflowError,
+        UnicodeDecodeError,
+    ) as error:
+        raise CheckpointError(f"{name}: truncated or corrupt checkpoint ({type(error).__name__}: {error})") from None
 
 
 def _flatten(tree, prefix, out, name):

@@ -1,4 +1,4 @@
-"""torchvision ResNet weights for `keras_gfocal.layers.ResNetBackbone`."""
+"""torchvision ResNet weights for ``keras_gfocal.layers.ResNetBackbone``."""
 
 import hashlib
 import os
@@ -49,7 +49,7 @@ def load_resnet_weights(backbone, source):
     """Loads torchvision ResNet weights into ``backbone`` (builds it if needed).
 
     Args:
-        backbone: a `keras_gfocal.layers.ResNetBackbone`.
+        backbone: a ``keras_gfocal.layers.ResNetBackbone``.
         source: ``"imagenet"`` (torchvision's ImageNet file, downloaded once
             into the Keras cache), the path of a torchvision ResNet state dict
             (``.pth``, read without torch; its ``fc.*`` keys are ignored), or
@@ -65,6 +65,8 @@ def load_resnet_weights(backbone, source):
     if not backbone.built:
         backbone.build((None, None, None, 3))
     assign_all(
-        state_dict, resnet_rows(backbone), name,
+        state_dict,
+        resnet_rows(backbone),
+        name,
         ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
     )

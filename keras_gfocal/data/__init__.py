@@ -1,14 +1,14 @@
 """Data loading for keras_gfocal: COCO files, transforms, TFRecords, synthetic data.
 
-* `CocoDataset`: a COCO annotation file bound to its images, validated.
-* `make_dataset`: the batched `tf.data` pipeline (training or evaluation; `test_scale=`
-  `REFERENCE_TEST_SCALE` for the reference's per-image test resize).
-* `preprocess_image`: the same preprocessing for one image at inference.
-* `decode_image`: encoded bytes -> uint8 RGB, as every reader here decodes them;
-  `read_image`: the same for a file, as NumPy (what `gfocal predict` reads);
-  both defined in `keras_gfocal.image`, with `MEAN` and `STD`.
-* `write_tfrecords` / `read_tfrecords`: sharded TFRecord storage.
-* `make_synthetic_coco`: a tiny synthetic shapes dataset in COCO format.
+* ``CocoDataset``: a COCO annotation file bound to its images, validated.
+* ``make_dataset``: the batched ``tf.data`` pipeline (training or evaluation; ``test_scale=``
+  ``REFERENCE_TEST_SCALE`` for the reference's per-image test resize).
+* ``preprocess_image``: the same preprocessing for one image at inference.
+* ``decode_image``: encoded bytes -> uint8 RGB, as every reader here decodes them;
+  ``read_image``: the same for a file, as NumPy (what ``gfocal predict`` reads);
+  both defined in ``keras_gfocal.image``, with ``MEAN`` and ``STD``.
+* ``write_tfrecords`` / ``read_tfrecords``: sharded TFRecord storage.
+* ``make_synthetic_coco``: a tiny synthetic shapes dataset in COCO format.
 """
 
 from keras_gfocal.data.coco import CocoDataset, make_dataset

@@ -1,19 +1,19 @@
-"""COCO-format detection data: annotation loading and the `tf.data` pipeline.
+"""COCO-format detection data: annotation loading and the ``tf.data`` pipeline.
 
-`CocoDataset` reads a COCO "instances" JSON file, validates it against the image
+``CocoDataset`` reads a COCO "instances" JSON file, validates it against the image
 folder and holds, per image, the training targets (xyxy pixel boxes and contiguous
-labels). `make_dataset` turns a `CocoDataset` -- or the per-image records read back
-by `keras_gfocal.data.tfrecord.read_tfrecords` -- into batched, fixed-shape tensors
+labels). ``make_dataset`` turns a ``CocoDataset`` -- or the per-image records read back
+by ``keras_gfocal.data.tfrecord.read_tfrecords`` -- into batched, fixed-shape tensors
 for the detector.
 
 Per-image records (the common currency of both sources) are dicts:
 
-* `"image_path"` string scalar (from `CocoDataset.records`) or `"image_bytes"`
+* ``"image_path"`` string scalar (from ``CocoDataset.records``) or ``"image_bytes"``
   string scalar (encoded JPEG/PNG, from TFRecords),
-* `"boxes"`: float32 `[N, 4]` xyxy boxes in original image pixels,
-* `"labels"`: int32 `[N]` contiguous labels in `[0, num_classes)`,
-* `"image_id"`: int64 scalar, the COCO image id,
-* `"original_size"`: int32 `[2]`, `(height, width)` from the annotation file.
+* ``"boxes"``: float32 ``[N, 4]`` xyxy boxes in original image pixels,
+* ``"labels"``: int32 ``[N]`` contiguous labels in ``[0, num_classes)``,
+* ``"image_id"``: int64 scalar, the COCO image id,
+* ``"original_size"``: int32 ``[2]``, ``(height, width)`` from the annotation file.
 """
 
 import concurrent.futures
@@ -37,7 +37,7 @@ VERIFY_MODES = ("none", "exists", "header", "decode")
 
 
 def _check_file_name(file_name):
-    """Raises `ValueError` unless `file_name` is a relative path inside the folder."""
+    """Raises ``ValueError`` unless ``file_name`` is a relative path inside the folder."""
     if not isinstance(file_name, str) or not file_name:
         raise ValueError(f"Invalid image file_name {file_name!r}: expected a non-empty string.")
     normalized = file_name.replace("\\", "/")
@@ -60,7 +60,7 @@ def _is_number(value):
 
 
 def _as_int(value, what):
-    """`value` as an int, or `ValueError` saying `what` it should have been."""
+    """``value`` as an int, or ``ValueError`` saying ``what`` it should have been."""
     if _is_number(value) and np.isfinite(value) and float(value) == int(value):
         return int(value)
     raise ValueError(f"{what} must be an integer, got {value!r}")
@@ -80,14 +80,14 @@ def _inspect_image(path, mode):
     """Checks one image file.
 
     Args:
-        path: full path (any `tf.io.gfile` path).
-        mode: one of `VERIFY_MODES`; `"none"` is treated as `"header"` because this
+        path: full path (any ``tf.io.gfile`` path).
+        mode: one of ``VERIFY_MODES``; ``"none"`` is treated as ``"header"`` because this
             is only called for "none" when the annotation lacks the image size.
 
     Returns:
-        `(problem, size)`: `problem` is `None` when the file is fine, else a tuple
-        `(kind, message)` with kind `"missing"` or `"corrupt"`; `size` is
-        `(height, width)` when the header was read, else `None`.
+        ``(problem, size)``: ``problem`` is ``None`` when the file is fine, else a tuple
+        ``(kind, message)`` with kind ``"missing"`` or ``"corrupt"``; ``size`` is
+        ``(height, width)`` when the header was read, else ``None``.
     """
     try:
         if not tf.io.gfile.exists(path):
@@ -123,64 +123,64 @@ class CocoDataset:
     """A COCO "instances" annotation file bound to its image folder.
 
     Category ids (often non-contiguous, e.g. 1..90 with gaps in COCO) are sorted
-    and mapped to contiguous labels `0..num_classes-1`.
+    and mapped to contiguous labels ``0..num_classes-1``.
 
     Training targets per image, following the reference:
 
-    * crowd annotations (`iscrowd=1`) are dropped;
-    * boxes `[x, y, w, h]` become xyxy `[x, y, x + w, y + h]`, clipped to the
+    * crowd annotations (``iscrowd=1``) are dropped;
+    * boxes ``[x, y, w, h]`` become xyxy ``[x, y, x + w, y + h]``, clipped to the
       image; a box whose width or height is below 1 pixel (before or after
       clipping) is dropped and counted;
     * images left without boxes stay in the dataset (for evaluation) and are
-      excluded from training pipelines (`records(skip_empty=True)`).
+      excluded from training pipelines (``records(skip_empty=True)``).
 
-    Image validation (`verify_images`), run in parallel threads at construction:
+    Image validation (``verify_images``), run in parallel threads at construction:
 
-    * `"none"`: no check (fastest, e.g. for remote buckets you trust);
-    * `"exists"`: the file exists;
-    * `"header"` (default): the file exists and PIL can read its header, the
-      format is one `tf.io.decode_image` decodes (JPEG, PNG, GIF, BMP) and the size
-      matches the annotation's `height` / `width`. Cheap (reads a few kilobytes),
+    * ``"none"``: no check (fastest, e.g. for remote buckets you trust);
+    * ``"exists"``: the file exists;
+    * ``"header"`` (default): the file exists and PIL can read its header, the
+      format is one ``tf.io.decode_image`` decodes (JPEG, PNG, GIF, BMP) and the size
+      matches the annotation's ``height`` / ``width``. Cheap (reads a few kilobytes),
       catches missing, empty, garbage and mislabelled files;
-    * `"decode"`: additionally decodes every image with `tf.io.decode_image`, which
+    * ``"decode"``: additionally decodes every image with ``tf.io.decode_image``, which
       also catches truncated files. Slow on large datasets.
 
-    Bad images raise one error naming every bad file (the first `MAX_NAMED`, then
-    a count and the path of a file listing them all; `FileNotFoundError` when all
-    are missing, else `ValueError`), or, with `skip_bad_images=True`, are left out
-    with a logged warning; `num_skipped` and `skipped` report them.
+    Bad images raise one error naming every bad file (the first ``MAX_NAMED``, then
+    a count and the path of a file listing them all; ``FileNotFoundError`` when all
+    are missing, else ``ValueError``), or, with ``skip_bad_images=True``, are left out
+    with a logged warning; ``num_skipped`` and ``skipped`` report them.
 
-    Every annotation kept is validated: `image_id` / `category_id` integers that
-    exist, a bbox of four finite numbers. Anything else raises `ValueError` naming
+    Every annotation kept is validated: ``image_id`` / ``category_id`` integers that
+    exist, a bbox of four finite numbers. Anything else raises ``ValueError`` naming
     the annotation file, the annotation id and its image. Boxes the reference
     drops (crowd, width or height below 1, outside the image) are counted per
-    reason in `dropped` and logged; `summary()` gives the lines `gfocal train`
-    and `gfocal evaluate` print. A `file_name` that
-    points outside `image_dir` (absolute, or with `..`) always raises `ValueError`.
-    If an image entry lacks `height` / `width`, its header is read to get them.
+    reason in ``dropped`` and logged; ``summary()`` gives the lines ``gfocal train``
+    and ``gfocal evaluate`` print. A ``file_name`` that
+    points outside ``image_dir`` (absolute, or with ``..``) always raises ``ValueError``.
+    If an image entry lacks ``height`` / ``width``, its header is read to get them.
 
     Args:
-        ann_file: path of the COCO JSON file (any `tf.io.gfile` path).
-        image_dir: folder the JSON's `file_name`s are relative to.
+        ann_file: path of the COCO JSON file (any ``tf.io.gfile`` path).
+        image_dir: folder the JSON's ``file_name``s are relative to.
         skip_bad_images: skip missing / unreadable images instead of raising.
-        verify_images: one of `"none"`, `"exists"`, `"header"`, `"decode"`.
+        verify_images: one of ``"none"``, ``"exists"``, ``"header"``, ``"decode"``.
         num_workers: threads used for image validation.
         bad_images_file: where the full list of bad images is written when there
-            are more than `MAX_NAMED` (default: a new temporary file).
+            are more than ``MAX_NAMED`` (default: a new temporary file).
 
     Attributes:
         ann_file, image_dir: as given.
         category_ids: sorted list of COCO category ids.
         class_names: list of category names in label order.
         num_classes: number of categories.
-        label_to_category_id: dict `{label: category_id}`.
-        category_id_to_label: dict `{category_id: label}`.
+        label_to_category_id: dict ``{label: category_id}``.
+        category_id_to_label: dict ``{category_id: label}``.
         image_ids: list of the usable image ids, in annotation-file order.
         num_skipped: number of images skipped because they were bad.
-        skipped: list of `(file_name, reason)` of the skipped images.
+        skipped: list of ``(file_name, reason)`` of the skipped images.
         bad_images_file: the file listing every bad image, or None.
-        dropped: dict `{reason: count}` of annotations left out of the training
-            targets, reasons `"crowd"`, `"small"`, `"outside"` (`DROP_REASONS`).
+        dropped: dict ``{reason: count}`` of annotations left out of the training
+            targets, reasons ``"crowd"``, ``"small"``, ``"outside"`` (``DROP_REASONS``).
     """
 
     def __init__(
@@ -193,9 +193,7 @@ class CocoDataset:
         bad_images_file=None,
     ):
         if verify_images not in VERIFY_MODES:
-            raise ValueError(
-                f"verify_images must be one of {VERIFY_MODES}, got {verify_images!r}."
-            )
+            raise ValueError(f"verify_images must be one of {VERIFY_MODES}, got {verify_images!r}.")
         self.ann_file = str(ann_file)
         self.image_dir = str(image_dir)
         self.skip_bad_images = bool(skip_bad_images)
@@ -258,10 +256,12 @@ class CocoDataset:
                 raise ValueError(f"{self.ann_file}: image {image_id}: {err}") from None
             height, width = image.get("height"), image.get("width")
             for key, value in (("height", height), ("width", width)):
-                if value is not None and (_as_int(value, f"{self.ann_file}: image {image_id} ({file_name}) "
-                                                           f"'{key}'") < 1):
-                    raise ValueError(f"{self.ann_file}: image {image_id} ({file_name}) has {key} {value}; "
-                                     "sizes must be >= 1.")
+                if value is not None and (
+                    _as_int(value, f"{self.ann_file}: image {image_id} ({file_name}) '{key}'") < 1
+                ):
+                    raise ValueError(
+                        f"{self.ann_file}: image {image_id} ({file_name}) has {key} {value}; sizes must be >= 1."
+                    )
             entries.append(
                 {
                     "id": image_id,
@@ -314,9 +314,7 @@ class CocoDataset:
         if bad and not self.skip_bad_images:
             named = "; ".join(f"{e['file_name']!r}: {msg}" for e, (_, msg) in bad[:MAX_NAMED])
             more = (
-                f"; and {len(bad) - MAX_NAMED} more (full list: {self.bad_images_file})"
-                if len(bad) > MAX_NAMED
-                else ""
+                f"; and {len(bad) - MAX_NAMED} more (full list: {self.bad_images_file})" if len(bad) > MAX_NAMED else ""
             )
             text = (
                 f"{len(bad)} bad image(s) listed in {self.ann_file} (folder {self.image_dir}): {named}{more}. "
@@ -338,7 +336,7 @@ class CocoDataset:
         self.image_ids = [e["id"] for e in entries if e["id"] in self._images]
 
     def _write_bad_list(self, bad, path):
-        """Writes every bad image, one `file_name<TAB>reason` a line; returns the path."""
+        """Writes every bad image, one ``file_name<TAB>reason`` a line; returns the path."""
         if path is None:
             handle, path = tempfile.mkstemp(prefix="gfocal_bad_images_", suffix=".txt")
             os.close(handle)
@@ -412,8 +410,8 @@ class CocoDataset:
 
         The first line counts the images and boxes kept; then one line per
         reason something was left out (bad images, crowd annotations, boxes too
-        small or outside the image) with its count. `gfocal train` and
-        `gfocal evaluate` print these lines.
+        small or outside the image) with its count. ``gfocal train`` and
+        ``gfocal evaluate`` print these lines.
         """
         num_boxes = sum(len(e["labels"]) for e in self._images.values())
         lines = [
@@ -451,8 +449,8 @@ class CocoDataset:
         """Returns one image's entry.
 
         Returns:
-            dict with `"id"`, `"file_name"`, `"path"`, `"height"`, `"width"`,
-            `"boxes"` (float32 `[N, 4]` xyxy pixels) and `"labels"` (int32 `[N]`).
+            dict with ``"id"``, ``"file_name"``, ``"path"``, ``"height"``, ``"width"``,
+            ``"boxes"`` (float32 ``[N, 4]`` xyxy pixels) and ``"labels"`` (int32 ``[N]``).
         """
         return dict(self._images[int(image_id)])
 
@@ -462,7 +460,7 @@ class CocoDataset:
 
     @property
     def coco(self):
-        """A `pycocotools.coco.COCO` built from the same JSON (for evaluation)."""
+        """A ``pycocotools.coco.COCO`` built from the same JSON (for evaluation)."""
         if self._coco is None:
             from pycocotools.coco import COCO
 
@@ -473,35 +471,25 @@ class CocoDataset:
         return self._coco
 
     def records(self, skip_empty=False):
-        """Per-image records as a `tf.data.Dataset` (see the module docstring).
+        """Per-image records as a ``tf.data.Dataset`` (see the module docstring).
 
         Args:
             skip_empty: leave out images without boxes (for training).
 
         Returns:
-            `tf.data.Dataset` of dicts with `"image_path"`, `"boxes"` float32 `[N, 4]`,
-            `"labels"` int32 `[N]`, `"image_id"` int64, `"original_size"` int32 `[2]`.
+            ``tf.data.Dataset`` of dicts with ``"image_path"``, ``"boxes"`` float32 ``[N, 4]``,
+            ``"labels"`` int32 ``[N]``, ``"image_id"`` int64, ``"original_size"`` int32 ``[2]``.
         """
         ids = self.image_ids_with_boxes if skip_empty else list(self.image_ids)
         entries = [self._images[i] for i in ids]
         lengths = np.asarray([len(e["labels"]) for e in entries], np.int64)
-        flat_boxes = (
-            np.concatenate([e["boxes"] for e in entries], 0)
-            if entries
-            else np.zeros([0, 4], np.float32)
-        )
-        flat_labels = (
-            np.concatenate([e["labels"] for e in entries], 0)
-            if entries
-            else np.zeros([0], np.int32)
-        )
+        flat_boxes = np.concatenate([e["boxes"] for e in entries], 0) if entries else np.zeros([0, 4], np.float32)
+        flat_labels = np.concatenate([e["labels"] for e in entries], 0) if entries else np.zeros([0], np.int32)
         splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         table = {
             "image_path": tf.constant([e["path"] for e in entries], tf.string),
             "image_id": tf.constant(ids, tf.int64, shape=[len(ids)]),
-            "original_size": tf.constant(
-                [[e["height"], e["width"]] for e in entries], tf.int32, shape=[len(ids), 2]
-            ),
+            "original_size": tf.constant([[e["height"], e["width"]] for e in entries], tf.int32, shape=[len(ids), 2]),
             "start": tf.constant(splits[:-1], tf.int64),
             "end": tf.constant(splits[1:], tf.int64),
         }
@@ -536,61 +524,61 @@ def make_dataset(
 ):
     """Builds the batched input pipeline for training or evaluation.
 
-    Per image: decode (`tf.io.decode_image`, 3 channels) -> keep-ratio resize to fit
-    `image_size` (or a random multi-scale canvas) -> random horizontal flip
-    (training) -> normalise with `keras_gfocal.image.MEAN` / `STD` -> zero-pad
-    bottom/right to `padded_size(image_size, pad_to_multiple)`; boxes are
-    resized / flipped alongside, then truncated / padded to `max_boxes` rows.
+    Per image: decode (``tf.io.decode_image``, 3 channels) -> keep-ratio resize to fit
+    ``image_size`` (or a random multi-scale canvas) -> random horizontal flip
+    (training) -> normalise with ``keras_gfocal.image.MEAN`` / ``STD`` -> zero-pad
+    bottom/right to ``padded_size(image_size, pad_to_multiple)``; boxes are
+    resized / flipped alongside, then truncated / padded to ``max_boxes`` rows.
 
-    With `test_scale` (evaluation only), the reference's test-time resize
+    With ``test_scale`` (evaluation only), the reference's test-time resize
     replaces the fixed canvas: each image keeps its ratio with the short side
-    at most `test_scale[0]` and the long side at most `test_scale[1]` and is
-    padded to its own size rounded up to `pad_to_multiple`; a batch holds
-    images of one padded size only (`batch_size=1`: one image per batch, in
+    at most ``test_scale[0]`` and the long side at most ``test_scale[1]`` and is
+    padded to its own size rounded up to ``pad_to_multiple``; a batch holds
+    images of one padded size only (``batch_size=1``: one image per batch, in
     dataset order; larger batches group images of equal padded size, which
-    changes the order -- `meta["image_id"]` names each image).
+    changes the order -- ``meta["image_id"]`` names each image).
 
     Args:
-        dataset: a `CocoDataset`, or a `tf.data.Dataset` of per-image records such
-            as returned by `keras_gfocal.data.tfrecord.read_tfrecords`.
+        dataset: a ``CocoDataset``, or a ``tf.data.Dataset`` of per-image records such
+            as returned by ``keras_gfocal.data.tfrecord.read_tfrecords``.
         training: training pipeline (augmentation, shuffling, images without boxes
             left out, remainder dropped) or evaluation pipeline (all images, in
             order, with metadata).
         batch_size: images per batch.
-        image_size: `(H, W)` canvas that resized images fit into; the default,
-            `transforms.REFERENCE_IMAGE_SIZE` `(800, 1333)`, is the reference's
+        image_size: ``(H, W)`` canvas that resized images fit into; the default,
+            ``transforms.REFERENCE_IMAGE_SIZE`` ``(800, 1333)``, is the reference's
             1333x800 keep-ratio resize.
         max_boxes: rows of the padded target tensors; extra boxes are dropped
-            (the first `max_boxes` are kept).
-        multiscale: `None`, or `(min_short, max_short)`: in training, the shorter
+            (the first ``max_boxes`` are kept).
+        multiscale: ``None``, or ``(min_short, max_short)``: in training, the shorter
             side of the canvas is drawn per image uniformly from this integer range
-            (the long side stays at `max(image_size)`); needs
-            `max_short <= min(image_size)`. Ignored when `training=False`.
+            (the long side stays at ``max(image_size)``); needs
+            ``max_short <= min(image_size)``. Ignored when ``training=False``.
         flip_prob: horizontal flip probability; default 0.5 in training, else 0.
-        shuffle: shuffle images; default `training`.
-        seed: seed for shuffling and augmentation; with `deterministic=True` and
-            `seed=None`, 0 is used.
+        shuffle: shuffle images; default ``training``.
+        seed: seed for shuffling and augmentation; with ``deterministic=True`` and
+            ``seed=None``, 0 is used.
         deterministic: make order and augmentation reproducible (sets
-            `tf.data.Options.deterministic`, seeds the random ops).
-        pad_to_multiple: the padded canvas is `image_size` rounded up to this.
-        drop_remainder: drop the last partial batch; default `training`.
+            ``tf.data.Options.deterministic``, seeds the random ops).
+        pad_to_multiple: the padded canvas is ``image_size`` rounded up to this.
+        drop_remainder: drop the last partial batch; default ``training``.
         shuffle_buffer: shuffle buffer size; default: all images of a
-            `CocoDataset` (its records are small), 1024 for record datasets.
-        test_scale: None, or `(short, long)` limits of the reference's
-            per-image test resize, e.g. `transforms.REFERENCE_TEST_SCALE`
-            `(800, 1333)`; evaluation only, `image_size` is then ignored.
+            ``CocoDataset`` (its records are small), 1024 for record datasets.
+        test_scale: None, or ``(short, long)`` limits of the reference's
+            per-image test resize, e.g. ``transforms.REFERENCE_TEST_SCALE``
+            ``(800, 1333)``; evaluation only, ``image_size`` is then ignored.
 
     Returns:
-        A `tf.data.Dataset`. In training, elements are
-        `(images, {"boxes": boxes, "labels": labels, "image_size": image_size})`
-        with images float32 `[B, Hp, Wp, 3]`, boxes float32 `[B, max_boxes, 4]`
+        A ``tf.data.Dataset``. In training, elements are
+        ``(images, {"boxes": boxes, "labels": labels, "image_size": image_size})``
+        with images float32 ``[B, Hp, Wp, 3]``, boxes float32 ``[B, max_boxes, 4]``
         xyxy pixels in the resized image (zeros for padding rows), labels int32
-        `[B, max_boxes]` (-1 for padding rows) and image_size int32 `[B, 2]`,
-        each image's resized `(height, width)` before padding (the loss leaves
+        ``[B, max_boxes]`` (-1 for padding rows) and image_size int32 ``[B, 2]``,
+        each image's resized ``(height, width)`` before padding (the loss leaves
         the points over the padding out). In evaluation, elements are
-        `(images, targets, meta)` with meta `{"image_id": int64 [B],
+        ``(images, targets, meta)`` with meta `{"image_id": int64 [B],
         "scale": float32 [B] (resized / original), "original_size": int32 [B, 2]
-        (h, w)}`; boxes in original pixels are `boxes / scale`.
+        (h, w)}``; boxes in original pixels are ``boxes / scale`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -637,13 +625,10 @@ def make_dataset(
         default_buffer = 1024
     else:
         raise TypeError(
-            "make_dataset expects a CocoDataset or a tf.data.Dataset of records, got "
-            f"{type(dataset).__name__}."
+            f"make_dataset expects a CocoDataset or a tf.data.Dataset of records, got {type(dataset).__name__}."
         )
     if shuffle:
-        records = records.shuffle(
-            shuffle_buffer or default_buffer, seed=seed, reshuffle_each_iteration=True
-        )
+        records = records.shuffle(shuffle_buffer or default_buffer, seed=seed, reshuffle_each_iteration=True)
     # One stateless seed [2] per image; a new sequence every epoch, reproducible
     # from `seed` (element-bound, so parallel map order does not matter).
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -658,9 +643,7 @@ def make_dataset(
         boxes = tf.reshape(tf.cast(record["boxes"], tf.float32), [-1, 4])
         labels = tf.cast(record["labels"], tf.int32)
         original_size = tf.shape(image)[:2]
-        scale_seed, flip_seed = tf.unstack(
-            tf.random.experimental.stateless_split(rng_seed, 2)
-        )
+        scale_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(rng_seed, 2))
         if test_scale is not None:
             target = transforms.oriented_canvas(tf.shape(image)[:2], test_scale)
         elif multiscale is not None:

@@ -2,7 +2,7 @@
 
 Each class is one shape (circle, square, triangle, ...), drawn in a random colour
 on a flat, gradient or noise background; 1 to 4 objects per image with sizes from
-`min_size` pixels up to `max_size` (default 60 % of the shorter image side) and
+``min_size`` pixels up to ``max_size`` (default 60 % of the shorter image side) and
 little overlap. Boxes are tight around the drawn shapes. The annotation files are
 real COCO "instances" JSON with non-contiguous category ids, so the whole
 pipeline (id mapping, COCO evaluation) is exercised exactly as with COCO.
@@ -46,7 +46,7 @@ def _check_num_classes(num_classes):
 
 
 def _background(rng, height, width):
-    """Random background, uint8 `[H, W, 3]`, and its mean colour."""
+    """Random background, uint8 ``[H, W, 3]``, and its mean colour."""
     kind = rng.integers(3)
     if kind == 0:  # flat
         color = rng.integers(0, 256, size=3)
@@ -64,16 +64,16 @@ def _background(rng, height, width):
         base = rng.integers(40, 216, size=3).astype(np.int16)
         amplitude = int(rng.integers(10, 60))
         cell = int(rng.choice([1, 4, 16]))
-        small = rng.integers(
-            -amplitude, amplitude + 1, size=(-(-height // cell), -(-width // cell), 3)
-        ).astype(np.int16)
+        small = rng.integers(-amplitude, amplitude + 1, size=(-(-height // cell), -(-width // cell), 3)).astype(
+            np.int16
+        )
         noise = np.repeat(np.repeat(small, cell, 0), cell, 1)[:height, :width]
         image = np.clip(base + noise, 0, 255).astype(np.uint8)
     return image, image[::8, ::8].reshape(-1, 3).mean(0)
 
 
 def _shape_geometry(shape, x0, y0, w, h):
-    """PIL drawing call and exact area of a shape filling box `(x0, y0, w, h)`."""
+    """PIL drawing call and exact area of a shape filling box ``(x0, y0, w, h)``."""
     x1, y1 = x0 + w - 1, y0 + h - 1  # PIL boxes are inclusive
     cx, cy = x0 + (w - 1) / 2.0, y0 + (h - 1) / 2.0
     if shape == "circle":
@@ -87,9 +87,18 @@ def _shape_geometry(shape, x0, y0, w, h):
     if shape == "cross":
         tw, th = max(1, w // 3), max(1, h // 3)
         pts = [
-            (x0 + tw, y0), (x1 - tw, y0), (x1 - tw, y0 + th), (x1, y0 + th),
-            (x1, y1 - th), (x1 - tw, y1 - th), (x1 - tw, y1), (x0 + tw, y1),
-            (x0 + tw, y1 - th), (x0, y1 - th), (x0, y0 + th), (x0 + tw, y0 + th),
+            (x0 + tw, y0),
+            (x1 - tw, y0),
+            (x1 - tw, y0 + th),
+            (x1, y0 + th),
+            (x1, y1 - th),
+            (x1 - tw, y1 - th),
+            (x1 - tw, y1),
+            (x0 + tw, y1),
+            (x0 + tw, y1 - th),
+            (x0, y1 - th),
+            (x0, y0 + th),
+            (x0 + tw, y0 + th),
         ]
         return ("polygon", pts), float(w * h - 4 * tw * th)
     if shape == "hexagon":
@@ -100,7 +109,7 @@ def _shape_geometry(shape, x0, y0, w, h):
 
 
 def _overlap(box, others):
-    """Largest intersection / area of the smaller box between `box` and `others`."""
+    """Largest intersection / area of the smaller box between ``box`` and ``others``."""
     x, y, w, h = box
     worst = 0.0
     for ox, oy, ow, oh in others:
@@ -142,8 +151,7 @@ def _make_image(rng, height, width, num_classes, min_size, max_size, max_overlap
     return np.asarray(canvas), objects
 
 
-def _write_split(rng, split, out_dir, count, image_size, num_classes, min_size, max_size,
-                 max_overlap, image_format):
+def _write_split(rng, split, out_dir, count, image_size, num_classes, min_size, max_size, max_overlap, image_format):
     height, width = image_size
     image_dir = os.path.join(out_dir, split)
     os.makedirs(image_dir, exist_ok=True)
@@ -151,18 +159,14 @@ def _write_split(rng, split, out_dir, count, image_size, num_classes, min_size, 
     ext = "png" if image_format == "png" else "jpg"
     for index in range(count):
         image_id = index + 1
-        pixels, objects = _make_image(
-            rng, height, width, num_classes, min_size, max_size, max_overlap
-        )
+        pixels, objects = _make_image(rng, height, width, num_classes, min_size, max_size, max_overlap)
         file_name = f"{split}_{image_id:06d}.{ext}"
         path = os.path.join(image_dir, file_name)
         if ext == "png":
             Image.fromarray(pixels).save(path, format="PNG", compress_level=1)
         else:
             Image.fromarray(pixels).save(path, format="JPEG", quality=92)
-        images.append(
-            {"id": image_id, "file_name": file_name, "height": height, "width": width}
-        )
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for label, bbox, area in objects:
             annotations.append(
                 {
@@ -174,10 +178,7 @@ def _write_split(rng, split, out_dir, count, image_size, num_classes, min_size, 
                     "iscrowd": 0,
                 }
             )
-    categories = [
-        {"id": cat_id, "name": name, "supercategory": "shape"}
-        for name, cat_id in SHAPES[:num_classes]
-    ]
+    categories = [{"id": cat_id, "name": name, "supercategory": "shape"} for name, cat_id in SHAPES[:num_classes]]
     data = {
         "info": {"description": f"keras_gfocal synthetic shapes, {split}", "version": "1.0"},
         "licenses": [],
@@ -205,13 +206,13 @@ def make_synthetic_coco(
 ):
     """Writes a synthetic COCO-format dataset.
 
-    Layout: `out_dir/train/*.jpg`, `out_dir/val/*.jpg`,
-    `out_dir/annotations/instances_{train,val}.json`.
+    Layout: ``out_dir/train/*.jpg``, ``out_dir/val/*.jpg``,
+    ``out_dir/annotations/instances_{train,val}.json``.
 
     Args:
         out_dir: output folder (created; existing files are overwritten).
         num_train, num_val: number of images per split.
-        image_size: `(H, W)` of every image.
+        image_size: ``(H, W)`` of every image.
         num_classes: 1..6 shape classes; the first three are circle (category id
             1), square (3), triangle (7).
         seed: the train and val splits are each a deterministic function of it
@@ -219,11 +220,11 @@ def make_synthetic_coco(
         min_size: smallest object side in pixels.
         max_size: largest object side; default 60 % of the shorter image side.
         max_overlap: largest intersection over the smaller box between objects.
-        image_format: `"jpg"` or `"png"`.
+        image_format: ``"jpg"`` or ``"png"``.
 
     Returns:
-        dict with `"root"`, `"train_image_dir"`, `"val_image_dir"`,
-        `"train_ann_file"`, `"val_ann_file"`, `"class_names"`, `"category_ids"`.
+        dict with ``"root"``, ``"train_image_dir"``, ``"val_image_dir"``,
+        ``"train_ann_file"``, ``"val_ann_file"``, ``"class_names"``, ``"category_ids"``.
     """
     _check_num_classes(num_classes)
     height, width = (int(v) for v in image_size)
@@ -233,8 +234,7 @@ def make_synthetic_coco(
         max_size = 0.6 * min(height, width)
     if not 1 <= min_size <= max_size <= min(height, width):
         raise ValueError(
-            f"Need 1 <= min_size ({min_size}) <= max_size ({max_size}) <= "
-            f"min(image_size) ({min(height, width)})."
+            f"Need 1 <= min_size ({min_size}) <= max_size ({max_size}) <= min(image_size) ({min(height, width)})."
         )
     out_dir = str(out_dir)
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
@@ -242,8 +242,16 @@ def make_synthetic_coco(
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         rng = np.random.default_rng([int(seed), split_index])
         image_dir, ann_file = _write_split(
-            rng, split, out_dir, int(count), (height, width), num_classes,
-            float(min_size), float(max_size), float(max_overlap), image_format,
+            rng,
+            split,
+            out_dir,
+            int(count),
+            (height, width),
+            num_classes,
+            float(min_size),
+            float(max_size),
+            float(max_overlap),
+            image_format,
         )
         result[f"{split}_image_dir"] = image_dir
         result[f"{split}_ann_file"] = ann_file

@@ -1,25 +1,25 @@
 """Sharded TFRecord storage of per-image detection records.
 
-`write_tfrecords` serialises a `CocoDataset` (encoded image bytes as stored on disk,
-training boxes and labels, image id and size) into `num_shards` files;
-`read_tfrecords` reads them back as the same per-image records that
-`CocoDataset.records` yields (with `"image_bytes"` instead of `"image_path"`), so
-`make_dataset` accepts either source.
+``write_tfrecords`` serialises a ``CocoDataset`` (encoded image bytes as stored on disk,
+training boxes and labels, image id and size) into ``num_shards`` files;
+``read_tfrecords`` reads them back as the same per-image records that
+``CocoDataset.records`` yields (with ``"image_bytes"`` instead of ``"image_path"``), so
+``make_dataset`` accepts either source.
 
-Every image of the `CocoDataset` is written, including images without boxes, so one
-set of files serves training (`make_dataset` skips empty images) and evaluation.
+Every image of the ``CocoDataset`` is written, including images without boxes, so one
+set of files serves training (``make_dataset`` skips empty images) and evaluation.
 
-Example features (`tf.train.Example`):
+Example features (``tf.train.Example``):
 
 | key | type | content |
 | --- | --- | --- |
-| `image/encoded` | bytes | the image file's bytes |
-| `image/filename` | bytes | the annotation's `file_name` |
-| `image/id` | int64 | COCO image id |
-| `image/height`, `image/width` | int64 | original size |
-| `image/object/bbox` | float list | xyxy pixel boxes, flattened `[4N]` |
-| `image/object/label` | int64 list | contiguous labels `[N]` |
-| `image/object/category_id` | int64 list | COCO category ids `[N]` |
+| ``image/encoded`` | bytes | the image file's bytes |
+| ``image/filename`` | bytes | the annotation's ``file_name`` |
+| ``image/id`` | int64 | COCO image id |
+| ``image/height``, ``image/width`` | int64 | original size |
+| ``image/object/bbox`` | float list | xyxy pixel boxes, flattened ``[4N]`` |
+| ``image/object/label`` | int64 list | contiguous labels ``[N]`` |
+| ``image/object/category_id`` | int64 list | COCO category ids ``[N]`` |
 """
 
 import os
@@ -39,7 +39,7 @@ _FEATURES = {
 
 
 def shard_path(out_prefix, index, num_shards):
-    """Path of shard `index` of `num_shards`: `{prefix}-00003-of-00008.tfrecord`."""
+    """Path of shard ``index`` of ``num_shards``: ``{prefix}-00003-of-00008.tfrecord``."""
     return f"{out_prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
@@ -56,16 +56,16 @@ def _floats(values):
 
 
 def encode_example(entry, image_bytes, category_ids):
-    """Serialises one image entry (as returned by `CocoDataset.get`).
+    """Serialises one image entry (as returned by ``CocoDataset.get``).
 
     Args:
-        entry: dict with `"id"`, `"file_name"`, `"height"`, `"width"`, `"boxes"`
-            float32 `[N, 4]`, `"labels"` int32 `[N]`.
+        entry: dict with ``"id"``, ``"file_name"``, ``"height"``, ``"width"``, ``"boxes"``
+            float32 ``[N, 4]``, ``"labels"`` int32 ``[N]``.
         image_bytes: the encoded image.
-        category_ids: COCO category id of each label (`label_to_category_id`).
+        category_ids: COCO category id of each label (``label_to_category_id``).
 
     Returns:
-        Serialised `tf.train.Example` bytes.
+        Serialised ``tf.train.Example`` bytes.
     """
     labels = [int(v) for v in entry["labels"]]
     feature = {
@@ -83,17 +83,17 @@ def encode_example(entry, image_bytes, category_ids):
 
 
 def write_tfrecords(dataset, out_prefix, num_shards=8):
-    """Writes every image of a `CocoDataset` into sharded TFRecord files.
+    """Writes every image of a ``CocoDataset`` into sharded TFRecord files.
 
-    Images are dealt round-robin over the shards in `dataset.image_ids` order.
+    Images are dealt round-robin over the shards in ``dataset.image_ids`` order.
 
     Args:
-        dataset: a `keras_gfocal.data.coco.CocoDataset`.
-        out_prefix: path prefix (any `tf.io.gfile` path); its folder is created.
+        dataset: a ``keras_gfocal.data.coco.CocoDataset``.
+        out_prefix: path prefix (any ``tf.io.gfile`` path); its folder is created.
         num_shards: number of files (>= 1).
 
     Returns:
-        List of the `num_shards` written paths.
+        List of the ``num_shards`` written paths.
     """
     num_shards = int(num_shards)
     if num_shards < 1:
@@ -123,9 +123,9 @@ def parse_example(serialized):
         serialized: string scalar tensor.
 
     Returns:
-        dict with `"image_bytes"` string scalar, `"boxes"` float32 `[N, 4]`,
-        `"labels"` int32 `[N]`, `"image_id"` int64 scalar, `"original_size"` int32
-        `[2]` (h, w), `"file_name"` string scalar, `"category_ids"` int64 `[N]`.
+        dict with ``"image_bytes"`` string scalar, ``"boxes"`` float32 ``[N, 4]``,
+        ``"labels"`` int32 ``[N]``, ``"image_id"`` int64 scalar, ``"original_size"`` int32
+        ``[2]`` (h, w), ``"file_name"`` string scalar, ``"category_ids"`` int64 ``[N]``.
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     boxes = tf.sparse.to_dense(parsed["image/object/bbox"])
@@ -134,29 +134,27 @@ def parse_example(serialized):
         "boxes": tf.reshape(boxes, [-1, 4]),
         "labels": tf.cast(tf.sparse.to_dense(parsed["image/object/label"]), tf.int32),
         "image_id": parsed["image/id"],
-        "original_size": tf.cast(
-            tf.stack([parsed["image/height"], parsed["image/width"]]), tf.int32
-        ),
+        "original_size": tf.cast(tf.stack([parsed["image/height"], parsed["image/width"]]), tf.int32),
         "file_name": parsed["image/filename"],
         "category_ids": tf.sparse.to_dense(parsed["image/object/category_id"]),
     }
 
 
 def read_tfrecords(file_pattern, *, shuffle_files=False, seed=None, cycle_length=None):
-    """Reads TFRecords written by `write_tfrecords` as per-image records.
+    """Reads TFRecords written by ``write_tfrecords`` as per-image records.
 
     Args:
-        file_pattern: a glob pattern (e.g. `"/data/train-*.tfrecord"`), a single
+        file_pattern: a glob pattern (e.g. ``"/data/train-*.tfrecord"``), a single
             path, or a list of either.
         shuffle_files: shuffle the order of the shards every epoch.
-        seed: seed for `shuffle_files`.
+        seed: seed for ``shuffle_files``.
         cycle_length: shards read concurrently (interleaved); default: all of them
-            up to 16. With `cycle_length=1` and no shuffling, records come in shard
+            up to 16. With ``cycle_length=1`` and no shuffling, records come in shard
             order.
 
     Returns:
-        `tf.data.Dataset` of the dicts described in `parse_example`, ready for
-        `keras_gfocal.data.coco.make_dataset`.
+        ``tf.data.Dataset`` of the dicts described in ``parse_example``, ready for
+        ``keras_gfocal.data.coco.make_dataset``.
     """
     if isinstance(file_pattern, (str, os.PathLike)):
         patterns = [file_pattern]

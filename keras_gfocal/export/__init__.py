@@ -1,10 +1,10 @@
 """Exports for serving and edge devices, and one loader over every format.
 
-* `export_saved_model`: TF Serving layout, uint8 images or encoded bytes in.
-* `export_tflite`: float32 / float16 / dynamic / int8, NMS inside or not.
-* `export_onnx`: tf2onnx, NMS inside.
-* `export_model`: any of them by name (what ``gfocal export`` calls).
-* `load_detector`: ``.keras``, SavedModel, ``.tflite`` or ``.onnx`` behind one
+* ``export_saved_model``: TF Serving layout, uint8 images or encoded bytes in.
+* ``export_tflite``: float32 / float16 / dynamic / int8, NMS inside or not.
+* ``export_onnx``: tf2onnx, NMS inside.
+* ``export_model``: any of them by name (what ``gfocal export`` calls).
+* ``load_detector``: ``.keras``, SavedModel, ``.tflite`` or ``.onnx`` behind one
   ``detect(image)``.
 """
 
@@ -26,8 +26,18 @@ def disk_size(path):
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
-def export_model(model, export_format, out, quantize=None, nms=True, calibration=None, name="gfocal", version=1,
-                 image_size=None, num_calibration=100):
+def export_model(
+    model,
+    export_format,
+    out,
+    quantize=None,
+    nms=True,
+    calibration=None,
+    name="gfocal",
+    version=1,
+    image_size=None,
+    num_calibration=100,
+):
     """Exports ``model`` to ``out`` (a folder) and returns the written path.
 
     ``quantize`` and ``nms`` apply to TFLite only and are ignored otherwise;
@@ -44,11 +54,26 @@ def export_model(model, export_format, out, quantize=None, nms=True, calibration
     if export_format == "onnx":
         return export_onnx(model, os.path.join(out, name + ".onnx"), image_size=image_size)
     stem = name + (f"_{quantize}" if quantize else "_float32") + ("" if nms else "_nonms")
-    return export_tflite(model, os.path.join(out, stem + ".tflite"), quantize=quantize, nms=nms,
-                         image_size=image_size, calibration=calibration, num_calibration=num_calibration)
+    return export_tflite(
+        model,
+        os.path.join(out, stem + ".tflite"),
+        quantize=quantize,
+        nms=nms,
+        image_size=image_size,
+        calibration=calibration,
+        num_calibration=num_calibration,
+    )
 
 
 __all__ = [
-    "FORMATS", "disk_size", "export_model", "export_onnx", "export_saved_model", "export_tflite",
-    "ModelFileError", "load_detector", "read_metadata", "tflite_op_names",
+    "FORMATS",
+    "disk_size",
+    "export_model",
+    "export_onnx",
+    "export_saved_model",
+    "export_tflite",
+    "ModelFileError",
+    "load_detector",
+    "read_metadata",
+    "tflite_op_names",
 ]

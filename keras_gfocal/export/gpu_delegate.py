@@ -5,7 +5,7 @@ partition of accepted ops; everything else stays on the CPU, with a GPU<->CPU
 copy and sync at each boundary. TensorFlow Lite's own
 ``Analyzer(gpu_compatibility=True)`` applies only one of the delegate's layers
 of rules (``CheckGpuDelegateCompatibility``): it passes TOPK_V2, rank-5
-tensors and int32 tensors that the delegate refuses. `check` applies all of
+tensors and int32 tensors that the delegate refuses. ``check`` applies all of
 them, read from the flatbuffer, so that a test can name every refused op and
 why.
 
@@ -53,27 +53,124 @@ import numpy as np
 # with indices, unpooling and Resampler; this project emits none, and they
 # are reported refused here.)
 MAX_VERSION = {
-    "ABS": 2, "ADD": 2, "ADD_N": 2, "AVERAGE_POOL_2D": 2, "BATCH_MATMUL": None, "CAST": None,
-    "CONCATENATION": 2, "CONV_2D": 6, "COS": 2, "CUMSUM": 1, "DENSIFY": 1, "DEPTHWISE_CONV_2D": 6,
-    "DEPTH_TO_SPACE": None, "DEQUANTIZE": 3, "DIV": 2, "ELU": 2, "EQUAL": 2, "EXP": 2, "FLOOR": 2,
-    "FLOOR_DIV": 2, "FLOOR_MOD": 2, "FULLY_CONNECTED": 9, "GATHER": 1, "GELU": 2, "GREATER": 2,
-    "GREATER_EQUAL": 2, "HARD_SWISH": None, "LEAKY_RELU": 2, "LESS": 2, "LESS_EQUAL": 2, "LOG": 2,
-    "LOGICAL_AND": 2, "LOGISTIC": 2, "LSTM": 4, "MAXIMUM": 2, "MAX_POOL_2D": 2, "MEAN": None, "MINIMUM": 2,
-    "MIRROR_PAD": 2, "MUL": 3, "NEG": 2, "NOT_EQUAL": 2, "ONE_HOT": 1, "PACK": None, "PAD": 2, "PADV2": 2,
-    "POW": 2, "PRELU": 1, "QUANTIZE": 2, "REDUCE_MAX": None, "REDUCE_MIN": None, "REDUCE_PROD": None,
-    "RELU": 2, "RELU6": 2, "RELU_0_TO_1": 2, "RELU_N1_TO_1": 2, "RESHAPE": 1, "RESIZE_BILINEAR": 3,
-    "RESIZE_NEAREST_NEIGHBOR": 3, "RSQRT": 2, "SELECT": 1, "SELECT_V2": 1, "SIGN": 2, "SIN": 2, "SLICE": 2,
-    "SOFTMAX": 2, "SPACE_TO_DEPTH": 2, "SPLIT": None, "SPLIT_V": None, "SQRT": 2, "SQUARE": 2,
-    "SQUARED_DIFFERENCE": 2, "STRIDED_SLICE": 4, "SUB": 2, "SUM": None, "TANH": 2, "TILE": None,
-    "TRANSPOSE": 4, "TRANSPOSE_CONV": 3, "UNPACK": None,
+    "ABS": 2,
+    "ADD": 2,
+    "ADD_N": 2,
+    "AVERAGE_POOL_2D": 2,
+    "BATCH_MATMUL": None,
+    "CAST": None,
+    "CONCATENATION": 2,
+    "CONV_2D": 6,
+    "COS": 2,
+    "CUMSUM": 1,
+    "DENSIFY": 1,
+    "DEPTHWISE_CONV_2D": 6,
+    "DEPTH_TO_SPACE": None,
+    "DEQUANTIZE": 3,
+    "DIV": 2,
+    "ELU": 2,
+    "EQUAL": 2,
+    "EXP": 2,
+    "FLOOR": 2,
+    "FLOOR_DIV": 2,
+    "FLOOR_MOD": 2,
+    "FULLY_CONNECTED": 9,
+    "GATHER": 1,
+    "GELU": 2,
+    "GREATER": 2,
+    "GREATER_EQUAL": 2,
+    "HARD_SWISH": None,
+    "LEAKY_RELU": 2,
+    "LESS": 2,
+    "LESS_EQUAL": 2,
+    "LOG": 2,
+    "LOGICAL_AND": 2,
+    "LOGISTIC": 2,
+    "LSTM": 4,
+    "MAXIMUM": 2,
+    "MAX_POOL_2D": 2,
+    "MEAN": None,
+    "MINIMUM": 2,
+    "MIRROR_PAD": 2,
+    "MUL": 3,
+    "NEG": 2,
+    "NOT_EQUAL": 2,
+    "ONE_HOT": 1,
+    "PACK": None,
+    "PAD": 2,
+    "PADV2": 2,
+    "POW": 2,
+    "PRELU": 1,
+    "QUANTIZE": 2,
+    "REDUCE_MAX": None,
+    "REDUCE_MIN": None,
+    "REDUCE_PROD": None,
+    "RELU": 2,
+    "RELU6": 2,
+    "RELU_0_TO_1": 2,
+    "RELU_N1_TO_1": 2,
+    "RESHAPE": 1,
+    "RESIZE_BILINEAR": 3,
+    "RESIZE_NEAREST_NEIGHBOR": 3,
+    "RSQRT": 2,
+    "SELECT": 1,
+    "SELECT_V2": 1,
+    "SIGN": 2,
+    "SIN": 2,
+    "SLICE": 2,
+    "SOFTMAX": 2,
+    "SPACE_TO_DEPTH": 2,
+    "SPLIT": None,
+    "SPLIT_V": None,
+    "SQRT": 2,
+    "SQUARE": 2,
+    "SQUARED_DIFFERENCE": 2,
+    "STRIDED_SLICE": 4,
+    "SUB": 2,
+    "SUM": None,
+    "TANH": 2,
+    "TILE": None,
+    "TRANSPOSE": 4,
+    "TRANSPOSE_CONV": 3,
+    "UNPACK": None,
 }
 QUANT_OPS = ("QUANTIZE", "DEQUANTIZE")
 # Refused where the device has no OpenCL (delegate.cc); refused here everywhere.
 NEEDS_OPENCL = ("SPLIT", "SPLIT_V")
-ONE_OPERAND = {"ABS", "COS", "ELU", "EXP", "FLOOR", "GELU", "LOG", "LOGISTIC", "NEG", "RSQRT", "SIGN", "SIN",
-               "SQRT", "SQUARE", "TANH"}
-TWO_OPERANDS = {"DIV", "EQUAL", "FLOOR_DIV", "FLOOR_MOD", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL",
-                "LOGICAL_AND", "MAXIMUM", "MINIMUM", "NOT_EQUAL", "POW", "SQUARED_DIFFERENCE", "SUB"}
+ONE_OPERAND = {
+    "ABS",
+    "COS",
+    "ELU",
+    "EXP",
+    "FLOOR",
+    "GELU",
+    "LOG",
+    "LOGISTIC",
+    "NEG",
+    "RSQRT",
+    "SIGN",
+    "SIN",
+    "SQRT",
+    "SQUARE",
+    "TANH",
+}
+TWO_OPERANDS = {
+    "DIV",
+    "EQUAL",
+    "FLOOR_DIV",
+    "FLOOR_MOD",
+    "GREATER",
+    "GREATER_EQUAL",
+    "LESS",
+    "LESS_EQUAL",
+    "LOGICAL_AND",
+    "MAXIMUM",
+    "MINIMUM",
+    "NOT_EQUAL",
+    "POW",
+    "SQUARED_DIFFERENCE",
+    "SUB",
+}
 COMPARISONS = {"EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL"}
 # Fused activations the delegate builds (model_builder.cc MaybeFuseActivation).
 FUSABLE_ACTIVATIONS = {"NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH"}
@@ -154,7 +251,7 @@ def check(tflite, allow_quantized=True):
         allow_quantized: the delegate's ``ENABLE_QUANT`` flag (on by default):
             int8/uint8 tensors and QUANTIZE/DEQUANTIZE are accepted.
     Returns:
-        a `Report`.
+        a ``Report``.
     """
     model = _Model(tflite)
     ops = [model.op(i) for i in range(len(model.graph.operators))]
@@ -291,8 +388,9 @@ def _op_rule(model, op, inputs, consumers):
         return f"fused {activation} activation"
     if name in ONE_OPERAND and (len(runtime) != 1 or const):
         return "needs exactly one runtime operand"
-    if name in TWO_OPERANDS | {"ADD", "MUL"} and not (len(runtime) == 2 and not const or
-                                                    len(runtime) == 1 and len(const) == 1):
+    if name in TWO_OPERANDS | {"ADD", "MUL"} and not (
+        len(runtime) == 2 and not const or len(runtime) == 1 and len(const) == 1
+    ):
         return "needs two operands, at most one constant"
     if name in ("ADD", "MUL"):
         a, b = (model.shape(t) for t in inputs[:2])
@@ -300,8 +398,11 @@ def _op_rule(model, op, inputs, consumers):
             return f"broadcast of {a} with {b}"
     if name in COMPARISONS:
         users = consumers.get(op.outputs[0], [])
-        if len(users) != 1 or users[0].name not in ("CAST", "SELECT", "SELECT_V2") or \
-                model.dtype(users[0].outputs[0]) not in ("FLOAT32", "FLOAT16"):
+        if (
+            len(users) != 1
+            or users[0].name not in ("CAST", "SELECT", "SELECT_V2")
+            or model.dtype(users[0].outputs[0]) not in ("FLOAT32", "FLOAT16")
+        ):
             return "a comparison must feed exactly one CAST or SELECT with a float result"
     if name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
         if len(runtime) != 1 or len(const) != 1 or model.dtype(const[0]) != "INT32":
@@ -310,8 +411,10 @@ def _op_rule(model, op, inputs, consumers):
             rank = len(model.shape(inputs[0]))
             axes = {a % rank for a in model.const_ints(inputs[1])} if rank else set()
             if rank != 4 or axes != {1, 2}:
-                return f"MEAN over axes {sorted(axes)} of a rank-{rank} tensor (only height and width of a " \
-                       "rank-4 tensor: gl/kernels/mean.cc)"
+                return (
+                    f"MEAN over axes {sorted(axes)} of a rank-{rank} tensor (only height and width of a "
+                    "rank-4 tensor: gl/kernels/mean.cc)"
+                )
     if name == "SOFTMAX" and getattr(op.options, "beta", 1.0) != 1.0:
         return "softmax beta != 1"
     if name in ("STRIDED_SLICE", "SLICE"):
@@ -329,8 +432,21 @@ def _op_rule(model, op, inputs, consumers):
         # The parsers read begin (and size or end) as 3 or 4 values, one per axis.
         if len(inputs) < 3 or not model.is_const(inputs[1]) or len(model.const_ints(inputs[1])) != rank:
             return f"{name} needs constant begin values, one per axis"
-    if name in ("RESHAPE", "TRANSPOSE", "TILE", "PAD", "PADV2", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
-                "DEPTH_TO_SPACE", "SPACE_TO_DEPTH") and len(runtime) != 1:
+    if (
+        name
+        in (
+            "RESHAPE",
+            "TRANSPOSE",
+            "TILE",
+            "PAD",
+            "PADV2",
+            "RESIZE_BILINEAR",
+            "RESIZE_NEAREST_NEIGHBOR",
+            "DEPTH_TO_SPACE",
+            "SPACE_TO_DEPTH",
+        )
+        and len(runtime) != 1
+    ):
         return "needs exactly one runtime input"
     if name in ("PAD", "PADV2") and model.shape(inputs[1]) not in ([3, 2], [4, 2]):
         return "paddings must be 3x2 or 4x2"

@@ -9,7 +9,7 @@ Two input contracts:
 * **canvas** (TFLite, ONNX): float32 (or, for full-int8 TFLite, uint8) RGB
   pixels ``[B, Hp, Wp, 3]`` with 0..255 values, already resized keep-ratio into
   the model's canvas and padded bottom/right with the ImageNet mean colour
-  (`canvas_from_image`); the graph normalises and runs the model, then either
+  (``canvas_from_image``); the graph normalises and runs the model, then either
   decodes and NMSes (boxes in canvas pixels) or returns the raw head outputs.
 """
 
@@ -24,7 +24,7 @@ POSTPROCESS_SCOPE = "gfocal_postprocess"
 
 def model_image_size(model, image_size=None):
     """The resize canvas ``(H, W)``: the argument, the model's training size, or
-    the reference's (`keras_gfocal.data.transforms.REFERENCE_IMAGE_SIZE`)."""
+    the reference's (``keras_gfocal.data.transforms.REFERENCE_IMAGE_SIZE``)."""
     size = image_size or getattr(model, "image_size", None) or REFERENCE_IMAGE_SIZE
     return tuple(int(v) for v in size)
 
@@ -54,10 +54,10 @@ def canvas_from_image(image, image_size, dtype=np.float32):
 def detect_on_canvas(model, pixels, nms=True):
     """Canvas pixels ``[B, Hp, Wp, 3]`` -> detections in canvas pixels, or raw outputs.
 
-    With ``nms``: the `keras_gfocal.postprocess.DETECTION_KEYS` (``labels``
+    With ``nms``: the ``keras_gfocal.postprocess.DETECTION_KEYS`` (``labels``
     contiguous, ``category_ids`` the dataset's). Without: ``{"cls_scores":
     [B, A, C], "reg_logits": [B, A, 4 * (reg_max + 1)]}`` for
-    `numpy_postprocess.postprocess`.
+    ``numpy_postprocess.postprocess``.
     """
     images = normalize_image(pixels)
     outputs = model(images, training=False)
@@ -75,7 +75,7 @@ def detect_end_to_end(model, images, image_size):
         images: uint8 ``[B, h, w, 3]`` (one size per batch).
         image_size: ``(H, W)`` resize canvas.
     Returns:
-        dict of `keras_gfocal.postprocess.DETECTION_KEYS`; boxes xyxy in
+        dict of ``keras_gfocal.postprocess.DETECTION_KEYS``; boxes xyxy in
         input-image pixels.
     """
     shape = tf.shape(images)
@@ -95,7 +95,8 @@ def detect_end_to_end(model, images, image_size):
         return canvas, scale
 
     canvases, scales = tf.map_fn(
-        prepare, images,
+        prepare,
+        images,
         fn_output_signature=(tf.TensorSpec([hp, wp, 3], tf.float32), tf.TensorSpec([], tf.float32)),
     )
     original = tf.cast(tf.shape(images)[1:3], tf.float32)
@@ -115,9 +116,12 @@ def detect_encoded(model, image_bytes, image_size):
         return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
 
     canvases, scales, originals = tf.map_fn(
-        prepare, image_bytes,
+        prepare,
+        image_bytes,
         fn_output_signature=(
-            tf.TensorSpec([hp, wp, 3], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.float32),
+            tf.TensorSpec([hp, wp, 3], tf.float32),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([2], tf.float32),
         ),
     )
     return _finish(model, canvases, scales, originals)

@@ -58,7 +58,7 @@ def postprocess(cls_scores, reg_logits, metadata):
     Args:
         cls_scores: ``[A, C]`` (or ``[1, A, C]``) joint scores.
         reg_logits: ``[A, 4 (reg_max + 1)]`` (or with a batch axis of 1).
-        metadata: the export's metadata dict (`metadata.read_metadata`).
+        metadata: the export's metadata dict (``metadata.read_metadata``).
     Returns:
         dict of ``boxes [n, 4]``, ``scores [n]``, ``labels [n]``,
         ``edge_confidence [n, 4]``, sorted by descending score.

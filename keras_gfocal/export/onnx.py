@@ -9,7 +9,7 @@ from keras_gfocal.export.metadata import build_metadata, write_metadata
 
 def export_onnx(model, path, opset=17, image_size=None):
     """Writes an ONNX model taking canvas ``pixels [1, Hp, Wp, 3]`` float32
-    (see `graphs`) and returning the detections in canvas pixels.
+    (see ``graphs``) and returning the detections in canvas pixels.
 
     Returns:
         ``path``.
@@ -27,8 +27,15 @@ def export_onnx(model, path, opset=17, image_size=None):
         return graphs.detect_on_canvas(model, pixels, nms=True)
 
     tf2onnx.convert.from_function(detect, input_signature=spec, opset=opset, output_path=path)
-    write_metadata(path, build_metadata(
-        model, image_size, "onnx", opset=opset, nms=True,
-        input={"name": "pixels", "shape": [1, hp, wp, 3], "dtype": "float32"},
-    ))
+    write_metadata(
+        path,
+        build_metadata(
+            model,
+            image_size,
+            "onnx",
+            opset=opset,
+            nms=True,
+            input={"name": "pixels", "shape": [1, hp, wp, 3], "dtype": "float32"},
+        ),
+    )
     return path

@@ -1,6 +1,6 @@
 """One interface over every model format: ``detector.detect(image)``.
 
-`load_detector(path)` opens a ``.keras`` file, a SavedModel folder (the
+``load_detector(path)`` opens a ``.keras`` file, a SavedModel folder (the
 ``<name>/<version>/`` folder or its parent), a ``.tflite`` or an ``.onnx`` file
 and returns an object whose ``detect`` takes one uint8 RGB image ``[h, w, 3]``
 and returns its detections in that image's pixels, so that ``gfocal predict``
@@ -35,8 +35,8 @@ class Detector:
     """Base class. Attributes: ``class_names``, ``category_ids``, ``image_size``, ``format``.
 
     ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections,
-    `IMAGE_DETECTION_KEYS` (the names of `GFocalDetector.predict` and every
-    export, see `keras_gfocal.postprocess`): ``boxes [n, 4]`` xyxy in the
+    ``IMAGE_DETECTION_KEYS`` (the names of ``GFocalDetector.predict`` and every
+    export, see ``keras_gfocal.postprocess``): ``boxes [n, 4]`` xyxy in the
     image's pixels, ``scores [n]``, ``labels [n]`` (contiguous class index),
     ``category_ids [n]`` (the dataset's ids) and ``edge_confidence [n, 4]``.
     """
@@ -66,14 +66,20 @@ class Detector:
         return out
 
     def _finish_detections(self, outputs, scale, shape):
-        """The canvas-contract detection outputs of one image (batch axis of 1) -> `_finish`."""
+        """The canvas-contract detection outputs of one image (batch axis of 1) -> ``_finish``."""
         n = int(outputs["num_detections"][0])
-        return self._finish(outputs["boxes"][0, :n], outputs["scores"][0, :n], outputs["labels"][0, :n], scale, shape,
-                            {"edge_confidence": outputs["edge_confidence"][0, :n]})
+        return self._finish(
+            outputs["boxes"][0, :n],
+            outputs["scores"][0, :n],
+            outputs["labels"][0, :n],
+            scale,
+            shape,
+            {"edge_confidence": outputs["edge_confidence"][0, :n]},
+        )
 
 
 class KerasDetector(Detector):
-    """A `GFocalDetector` (in memory or from a ``.keras`` file).
+    """A ``GFocalDetector`` (in memory or from a ``.keras`` file).
 
     Images are resized into ``image_size`` (the argument, else the model's
     training canvas); a model without one (e.g. converted from a reference
@@ -113,8 +119,14 @@ class KerasDetector(Detector):
             canvas, scale = preprocess_image(image, self.image_size)
         det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
         n = int(det["num_detections"])
-        return self._finish(det["boxes"][:n], det["scores"][:n], det["labels"][:n], float(scale), image.shape,
-                            {"edge_confidence": det["edge_confidence"][:n]})
+        return self._finish(
+            det["boxes"][:n],
+            det["scores"][:n],
+            det["labels"][:n],
+            float(scale),
+            image.shape,
+            {"edge_confidence": det["edge_confidence"][:n]},
+        )
 
 
 class SavedModelDetector(Detector):
@@ -158,8 +170,14 @@ class TFLiteDetector(Detector):
         out = {name: raw[f"output_{i}"] for i, name in enumerate(self.metadata["outputs"])}
         if not self.metadata["nms"]:
             det = numpy_postprocess.postprocess(out["cls_scores"], out["reg_logits"], self.metadata)
-            return self._finish(det["boxes"], det["scores"], det["labels"], scale, image.shape,
-                                {"edge_confidence": det["edge_confidence"]})
+            return self._finish(
+                det["boxes"],
+                det["scores"],
+                det["labels"],
+                scale,
+                image.shape,
+                {"edge_confidence": det["edge_confidence"]},
+            )
         return self._finish_detections(out, scale, image.shape)
 
 
@@ -231,17 +249,25 @@ def load_detector(path, image_size=None):
 
 
 def _open(opener, path, kind):
-    """Runs ``opener(path)``; an error from a damaged file becomes one `ModelFileError`."""
-    from google.protobuf.message import DecodeError
-
+    """Runs ``opener(path)``; an error from a damaged file becomes one ``ModelFileError``."""
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
     try:
         return opener(path)
     except FileNotFoundError:  # a missing metadata file: its message says what to do
         raise
-    except (ValueError, OSError, KeyError, TypeError, RuntimeError, EOFError, zipfile.BadZipFile, DecodeError,
-            tf.errors.OpError) as err:
+    except (
+        ValueError,
+        OSError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        DecodeError,
+        tf.errors.OpError,
+    ) as err:
         raise _damaged(path, kind, err) from err
     except Exception as err:
         if type(err).__module__.startswith("onnxruntime"):  # InvalidProtobuf, Fail, ...: not builtin types

@@ -44,7 +44,7 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
             size per batch).
         ``detect_bytes``: ``image_bytes`` string ``[B]`` of encoded JPEG / PNG /
             GIF / BMP (what TF Serving's REST API sends as ``{"b64": ...}``).
-    Both return the `keras_gfocal.postprocess.DETECTION_KEYS`, as `predict()`
+    Both return the ``keras_gfocal.postprocess.DETECTION_KEYS``, as ``predict()``
     does: ``boxes [B, D, 4]`` xyxy in each input image's pixels, ``scores
     [B, D]``, ``labels [B, D]`` (contiguous class index, -1 on padding),
     ``category_ids [B, D]`` (the dataset's category ids, -1 on padding),

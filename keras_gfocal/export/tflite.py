@@ -1,22 +1,22 @@
 """TFLite export: float32, float16, dynamic-range int8, full int8; built-in ops only.
 
-The input is the canvas (see `graphs`): ``pixels [1, Hp, Wp, 3]`` float32 RGB
+The input is the canvas (see ``graphs``): ``pixels [1, Hp, Wp, 3]`` float32 RGB
 0..255 (uint8 for full int8), resized and padded on the host. With NMS the
 outputs are the detections in canvas pixels; with ``nms=False`` the file has
 static shapes only and returns the raw head outputs for
-`keras_gfocal.export.numpy_postprocess.postprocess`.
+``keras_gfocal.export.numpy_postprocess.postprocess``.
 
 The network itself is built from ops the TFLite GPU delegate takes (rank-4
 GroupNorm, a MAXIMUM/MINIMUM top-k in the DGQP, no rank-5 upsampling): a
 ``nms=False`` file runs whole on a phone's GPU, and in a file with NMS every
 op the delegate refuses comes after the network, so the network is one GPU
-partition. `keras_gfocal.export.gpu_delegate.check` reads a file and says so.
+partition. ``keras_gfocal.export.gpu_delegate.check`` reads a file and says so.
 """
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tensorflow.lite.python import convert as tflite_convert
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tqdm.auto import tqdm
 
 from keras_gfocal.data.transforms import padded_size
@@ -45,7 +45,7 @@ def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibra
     """Converts ``model`` to a ``.tflite`` file and writes its metadata beside it.
 
     Args:
-        model: a `GFocalDetector`.
+        model: a ``GFocalDetector``.
         path: output file.
         quantize: None (float32), ``"float16"``, ``"dynamic"`` (int8 weights),
             or ``"int8"`` (int8 weights and activations, uint8 input).
@@ -79,10 +79,18 @@ def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibra
     tflite_bytes = _convert(converter, quantize, calibration, image_size, num_calibration, nms)
     with open(path, "wb") as f:
         f.write(tflite_bytes)
-    write_metadata(path, build_metadata(
-        model, image_size, "tflite", quantization=quantize or "float32", nms=bool(nms), outputs=output_names,
-        input={"name": "pixels", "shape": [1, hp, wp, 3], "dtype": _input_dtype(tflite_bytes)},
-    ))
+    write_metadata(
+        path,
+        build_metadata(
+            model,
+            image_size,
+            "tflite",
+            quantization=quantize or "float32",
+            nms=bool(nms),
+            outputs=output_names,
+            input={"name": "pixels", "shape": [1, hp, wp, 3], "dtype": _input_dtype(tflite_bytes)},
+        ),
+    )
     return path
 
 
@@ -134,8 +142,10 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
         # same call but without the input type, leaving a float32 input; the
         # calibrated model quantized here takes uint8 pixels as promised.
         return tflite_convert.mlir_quantize(
-            debugger.calibrated_model, input_data_type=tf.uint8,
-            output_data_type=tf.float32, denylisted_nodes=float_nodes,
+            debugger.calibrated_model,
+            input_data_type=tf.uint8,
+            output_data_type=tf.float32,
+            denylisted_nodes=float_nodes,
         )
     return converter.convert()
 
@@ -149,8 +159,9 @@ def _keep_float(tensor_name, nms):
     """Whether full-int8 conversion leaves this tensor's op in float."""
     if nms and graphs.POSTPROCESS_SCOPE in tensor_name:
         return True
-    if any(f"/{scope}/" in tensor_name for scope in (GROUP_NORM_STATISTICS, DISTRIBUTION_STATISTICS,
-                                                      JOINT_SCORE_SCOPE)):
+    if any(
+        f"/{scope}/" in tensor_name for scope in (GROUP_NORM_STATISTICS, DISTRIBUTION_STATISTICS, JOINT_SCORE_SCOPE)
+    ):
         return True
     # Keras' GroupNormalization layers named ``*_gn*``.
     return "_gn" in tensor_name and any(part in tensor_name for part in _KERAS_GROUP_NORM_STATISTICS)

@@ -3,8 +3,8 @@
 from keras_gfocal.layers.backbone import Backbone, TinyBackbone
 from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.fpn import FPN
-from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.gfl_head import GFLHead
+from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.resnet import ResNetBackbone
 from keras_gfocal.layers.scale import Scale
 

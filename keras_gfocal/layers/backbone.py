@@ -1,8 +1,8 @@
 """The backbone contract, and a small backbone for CPU demos and tests.
 
-A backbone is any serialisable `keras.layers.Layer` that follows `Backbone`'s
-contract; `GFocalDetector(backbone=...)` takes it as an object. Adding a
-backbone is one file: subclass `Backbone`, build the layers, set
+A backbone is any serialisable ``keras.layers.Layer`` that follows ``Backbone``'s
+contract; ``GFocalDetector(backbone=...)`` takes it as an object. Adding a
+backbone is one file: subclass ``Backbone``, build the layers, set
 ``output_channels``, and register the class with
 ``@keras.saving.register_keras_serializable`` so ``.keras`` files reload it.
 """
@@ -16,7 +16,7 @@ class Backbone(keras.layers.Layer):
     """Base class of GFocal backbones: what a detector may rely on.
 
     Input: ``[B, H, W, 3]`` float images, RGB normalised with the reference
-        mean and std (`keras_gfocal.image.MEAN` / ``STD``): exactly
+        mean and std (``keras_gfocal.image.MEAN`` / ``STD``): exactly
         the batch the detector receives. H and W are multiples of 32. A
         backbone whose weights expect another input convention converts it in
         its own ``call``.
@@ -26,7 +26,7 @@ class Backbone(keras.layers.Layer):
     Subclasses set ``output_channels`` (three ints) in ``__init__``, decide
     which of their weights train (the detector does not freeze anything), run
     their BatchNormalization layers as they need, and may implement
-    `load_pretrained`. ``get_config`` must not name weights to load again: the
+    ``load_pretrained``. ``get_config`` must not name weights to load again: the
     weights travel in the saved model.
     """
 
@@ -76,7 +76,11 @@ class TinyBackbone(Backbone):
             for block in range(blocks_per_stage):
                 stage_layers += [
                     keras.layers.Conv2D(
-                        width, 3, strides=2 if block == 0 else 1, padding="same", use_bias=False,
+                        width,
+                        3,
+                        strides=2 if block == 0 else 1,
+                        padding="same",
+                        use_bias=False,
                         name=f"stage{stage + 1}_conv{block + 1}",
                     ),
                     GroupNormalization(groups=min(8, width), epsilon=1e-5, name=f"stage{stage + 1}_gn{block + 1}"),

@@ -113,7 +113,7 @@ class DGQP(keras.layers.Layer):
     Dense(1) -> sigmoid`` (the reference's two 1x1 convs).
 
     Built for the TFLite GPU delegate: the top-k is a compare-exchange network
-    of MAXIMUM/MINIMUM ops (`sorted_top_k`), exact, instead of TOPK_V2; the
+    of MAXIMUM/MINIMUM ops (``sorted_top_k``), exact, instead of TOPK_V2; the
     mean, linear in the top-k values, is folded into the hidden layer's
     weights (its kernel row for the mean, divided by ``topk``, added to the
     rows of the values it averages) instead of a MEAN over channels; the two

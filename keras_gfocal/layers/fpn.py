@@ -25,7 +25,7 @@ class FPN(keras.layers.Layer):
     """FPN over C3-C5 with two extra levels computed from the P5 output.
 
     Laterals are 1x1 convs, the top-down path adds nearest-upsampled coarser
-    levels (`upsample_nearest_2x`), and a 3x3 conv smooths each merged map.
+    levels (``upsample_nearest_2x``), and a 3x3 conv smooths each merged map.
     P6 is a 3x3 stride-2 conv on the output P5 and P7 the same directly on
     P6, with no ReLU between ("extra convs on output", as the GFL reference).
     The stride-2 convs pad one pixel on every side as PyTorch's ``padding=1``

@@ -23,7 +23,7 @@ class GFLHead(keras.layers.Layer):
     With ``dgqp=True`` (GFocalV2) the joint score is ``sigmoid(cls) * DGQP(reg)``
     in float32, the DGQP run once over the points of all levels; with
     ``dgqp=False`` (GFocalV1) the classification logits are the joint score.
-    The GroupNorm is `keras_gfocal.layers.GroupNormalization` (Keras' layer's
+    The GroupNorm is ``keras_gfocal.layers.GroupNormalization`` (Keras' layer's
     values and weights, on rank-4 tensors only): every op of the head is one
     the TFLite GPU delegate takes.
 
@@ -76,7 +76,11 @@ class GFLHead(keras.layers.Layer):
             for i in range(stacked_convs):
                 layers += [
                     keras.layers.Conv2D(
-                        channels, 3, padding="same", use_bias=False, kernel_initializer=normal_init(),
+                        channels,
+                        3,
+                        padding="same",
+                        use_bias=False,
+                        kernel_initializer=normal_init(),
                         name=f"{name}_conv{i}",
                     ),
                     GroupNormalization(groups=groups, epsilon=1e-5, name=f"{name}_gn{i}"),
@@ -88,16 +92,18 @@ class GFLHead(keras.layers.Layer):
         self.reg_tower = tower("reg")
         bias = -math.log((1.0 - prior_prob) / prior_prob)
         self.cls_out = keras.layers.Conv2D(
-            num_classes, 3, padding="same", kernel_initializer=normal_init(),
-            bias_initializer=keras.initializers.Constant(bias), name="cls_out",
+            num_classes,
+            3,
+            padding="same",
+            kernel_initializer=normal_init(),
+            bias_initializer=keras.initializers.Constant(bias),
+            name="cls_out",
         )
         self.reg_out = keras.layers.Conv2D(
             4 * (reg_max + 1), 3, padding="same", kernel_initializer=normal_init(), name="reg_out"
         )
         self.scales = [Scale(1.0, name=f"scale_{i}") for i in range(num_levels)]
-        self.quality = (
-            DGQP(reg_max, dgqp_topk, dgqp_add_mean, dgqp_hidden_units, name="dgqp") if dgqp else None
-        )
+        self.quality = DGQP(reg_max, dgqp_topk, dgqp_add_mean, dgqp_hidden_units, name="dgqp") if dgqp else None
 
     def build(self, input_shapes):
         shape = tuple(input_shapes[0])

@@ -1,8 +1,7 @@
 """GroupNorm on rank-4 tensors, with statistics a mobile GPU computes."""
 
-import numpy as np
-
 import keras
+import numpy as np
 from keras import ops
 
 STATISTICS_SCOPE = "group_statistics"
@@ -10,19 +9,20 @@ STATISTICS_SCOPE = "group_statistics"
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class GroupNormalization(keras.layers.Layer):
-    """Group normalisation of ``[B, H, W, C]`` maps, equal to Keras' `GroupNormalization`.
+    """Group normalisation of ``[B, H, W, C]`` maps, equal to Keras' ``GroupNormalization``.
 
     The mean and variance of each group of ``C / groups`` channels are taken
     over height, width and the group's channels, the maps are normalised and
     scaled and shifted per channel (``gamma``, ``beta``), all in float32.
     Keras' layer reshapes to ``[B, H, W, groups, C / groups]`` and reduces over
     three of its axes; this one never leaves rank 4: a mean over height and
-    width per channel, then an average over the channels of each group (every channel of a group covers the same H x W values, so the
-    mean of their means is the group's mean), twice (mean, then the mean
+    width per channel, then an average over the channels of each group
+    (every channel of a group covers the same H x W values, so the mean of
+    their means is the group's mean), twice (mean, then the mean
     squared deviation, as ``tf.nn.moments``). A TFLite file of it holds MEAN
     over height and width, reshapes and 1x1 convolutions of ``[B, 1, G, C / G]``
     statistics, and elementwise ops: what the TFLite GPU delegate runs
-    (`keras_gfocal.export.gpu_delegate`). Results equal Keras' layer to float
+    (``keras_gfocal.export.gpu_delegate``). Results equal Keras' layer to float
     rounding (summation order).
 
     The class name, weight names and shapes are Keras' (``gamma``, ``beta``, ``[C]``,
@@ -58,7 +58,9 @@ class GroupNormalization(keras.layers.Layer):
         if not isinstance(groups, int) or (groups <= 0 and groups != -1):
             raise ValueError(f"groups must be a positive int or -1, got {groups!r}.")
         if axis not in (-1, 3):
-            raise ValueError(f"GroupNormalization normalises channels-last [B, H, W, C] maps (axis=-1), got axis={axis}.")
+            raise ValueError(
+                f"GroupNormalization normalises channels-last [B, H, W, C] maps (axis=-1), got axis={axis}."
+            )
         super().__init__(**kwargs)
         self.supports_masking = True
         self.autocast = False
@@ -84,14 +86,28 @@ class GroupNormalization(keras.layers.Layer):
             self.groups = channels
         if channels < self.groups or channels % self.groups:
             raise ValueError(f"{channels} channels cannot be split into {self.groups} groups of equal size.")
-        self.gamma = self.add_weight(
-            shape=(channels,), name="gamma", initializer=self.gamma_initializer,
-            regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-        ) if self.scale else None
-        self.beta = self.add_weight(
-            shape=(channels,), name="beta", initializer=self.beta_initializer,
-            regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-        ) if self.center else None
+        self.gamma = (
+            self.add_weight(
+                shape=(channels,),
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+            )
+            if self.scale
+            else None
+        )
+        self.beta = (
+            self.add_weight(
+                shape=(channels,),
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+            )
+            if self.center
+            else None
+        )
         size = channels // self.groups
         self._reduce = np.full((1, 1, size, 1), 1.0 / size, "float32")
         self._expand = np.ones((1, 1, 1, size), "float32")

@@ -45,7 +45,7 @@ class ResNetBackbone(Backbone):
 
     Layer names follow torchvision's state-dict keys with ``_`` for ``.``
     (``layer2_0_conv2`` is ``layer2.0.conv2``), so its weights load from a
-    torchvision file by name (`load_pretrained`).
+    torchvision file by name (``load_pretrained``).
 
     Args:
         depth: 50 or 101.
@@ -76,11 +76,17 @@ class ResNetBackbone(Backbone):
         ]
         self.stages = []
         for stage, (blocks, width) in enumerate(zip(RESNET_BLOCKS[depth], _STAGE_WIDTHS), start=1):
-            self.stages.append([
-                Bottleneck(width, strides=2 if stage > 1 and block == 0 else 1,
-                            downsample=block == 0, name=f"layer{stage}_{block}")
-                for block in range(blocks)
-            ])
+            self.stages.append(
+                [
+                    Bottleneck(
+                        width,
+                        strides=2 if stage > 1 and block == 0 else 1,
+                        downsample=block == 0,
+                        name=f"layer{stage}_{block}",
+                    )
+                    for block in range(blocks)
+                ]
+            )
         self.output_channels = tuple(w * _EXPANSION for w in _STAGE_WIDTHS[1:])
         if frozen_stages > 0:
             for layer in self.stem:

@@ -20,7 +20,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
     Args:
         eval_dataset: batches ``(images, targets, meta)`` from
             ``make_dataset(..., training=False)``.
-        coco_dataset: the `CocoDataset` it was built from (ground truth, ids).
+        coco_dataset: the ``CocoDataset`` it was built from (ground truth, ids).
         every_n_epochs: evaluate every n epochs, and always after the last.
         results_dir: if set, each evaluation's COCO results JSON and metrics go here.
     """

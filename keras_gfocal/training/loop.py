@@ -1,7 +1,7 @@
 """The training loop behind ``gfocal train`` and ``gfocal demo``.
 
-Plain `model.fit` under the strategy that fits the machine, with the reference
-schedule, per-epoch checkpoints, `BackupAndRestore` (a killed run resumes where
+Plain ``model.fit`` under the strategy that fits the machine, with the reference
+schedule, per-epoch checkpoints, ``BackupAndRestore`` (a killed run resumes where
 it stopped), CSV and TensorBoard logs and COCO evaluation.
 """
 
@@ -14,8 +14,8 @@ import tensorflow as tf
 from keras_gfocal.data import CocoDataset, make_dataset
 from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
 from keras_gfocal.detector import GFocalDetector
-from keras_gfocal.training.callbacks import CocoEvalCallback, EpochCSVLogger
 from keras_gfocal.schedules import reference_optimizer, reference_schedule, scaled_lr
+from keras_gfocal.training.callbacks import CocoEvalCallback, EpochCSVLogger
 
 
 def default_strategy():
@@ -66,7 +66,7 @@ def train(
     Args:
         train_ann, train_images: COCO instances JSON and image folder.
         val_ann, val_images: optional validation set, evaluated with pycocotools.
-        preset: a `GFocalDetector` preset name.
+        preset: a ``GFocalDetector`` preset name.
         epochs: epochs to train.
         batch_size: global batch size (split across replicas).
         image_size: ``(H, W)`` canvas of the keep-ratio resize.
@@ -81,10 +81,10 @@ def train(
             has every metric of every epoch, empty where an epoch was not evaluated.
         skip_bad_images: leave out images that are missing or cannot be read
             (named in a warning) instead of raising an error that names them.
-        verify_images: the image check of `CocoDataset` (``"header"`` or
+        verify_images: the image check of ``CocoDataset`` (``"header"`` or
             ``"decode"``, which also finds truncated files; ``gfocal train``
             uses ``"decode"``).
-        strategy: a `tf.distribute` strategy; default `default_strategy()`.
+        strategy: a ``tf.distribute`` strategy; default ``default_strategy()``.
         extra_callbacks: more Keras callbacks.
         model_kwargs: overrides of the preset's constructor arguments.
     """
@@ -93,19 +93,30 @@ def train(
     strategy = strategy or default_strategy()
     os.makedirs(out, exist_ok=True)
 
-    train_set = CocoDataset(train_ann, train_images, skip_bad_images=skip_bad_images, verify_images=verify_images,
-                            bad_images_file=os.path.join(out, "bad_images_train.txt"))
+    train_set = CocoDataset(
+        train_ann,
+        train_images,
+        skip_bad_images=skip_bad_images,
+        verify_images=verify_images,
+        bad_images_file=os.path.join(out, "bad_images_train.txt"),
+    )
     for line in train_set.summary():
         print(line)
     train_ds = make_dataset(
-        train_set, training=True, batch_size=batch_size, image_size=image_size,
-        max_boxes=max_boxes, multiscale=multiscale, seed=seed,
+        train_set,
+        training=True,
+        batch_size=batch_size,
+        image_size=image_size,
+        max_boxes=max_boxes,
+        multiscale=multiscale,
+        seed=seed,
     )
     steps_per_epoch = len(train_set.image_ids_with_boxes) // batch_size
     if not train_set.image_ids_with_boxes:
         raise ValueError(
             f"{train_ann} has no images with a usable box to train on ({len(train_set)} usable images; "
-            + "; ".join(line.strip() for line in train_set.summary()[1:]) + ")."
+            + "; ".join(line.strip() for line in train_set.summary()[1:])
+            + ")."
             if len(train_set.summary()) > 1
             else f"{train_ann} has no images with a usable box to train on ({len(train_set)} usable images)."
         )
@@ -122,15 +133,22 @@ def train(
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
     ]
     if val_ann:
-        val_set = CocoDataset(val_ann, val_images, skip_bad_images=skip_bad_images, verify_images=verify_images,
-                              bad_images_file=os.path.join(out, "bad_images_val.txt"))
+        val_set = CocoDataset(
+            val_ann,
+            val_images,
+            skip_bad_images=skip_bad_images,
+            verify_images=verify_images,
+            bad_images_file=os.path.join(out, "bad_images_val.txt"),
+        )
         for line in val_set.summary():
             print(line)
-        val_ds = make_dataset(val_set, training=False, batch_size=max(1, batch_size), image_size=image_size,
-                              max_boxes=max_boxes)
+        val_ds = make_dataset(
+            val_set, training=False, batch_size=max(1, batch_size), image_size=image_size, max_boxes=max_boxes
+        )
         # Before the checkpoint callbacks, so that they see val_AP in the logs.
-        callbacks.insert(0, CocoEvalCallback(val_ds, val_set, every_n_epochs=eval_every,
-                                             results_dir=os.path.join(out, "eval")))
+        callbacks.insert(
+            0, CocoEvalCallback(val_ds, val_set, every_n_epochs=eval_every, results_dir=os.path.join(out, "eval"))
+        )
     callbacks += list(extra_callbacks)
     os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
 

@@ -48,16 +48,18 @@ def test_collected_values_are_consistent(tmp_path):
     assert res["num_images"] == 2 and n > 0
 
     # Independent values at each positive's point: the same two images through the model's layers.
-    images, _, meta = next(iter(make_dataset(dataset.records(skip_empty=False).take(2), training=False,
-                                             batch_size=2, image_size=(64, 64))))
+    images, _, meta = next(
+        iter(make_dataset(dataset.records(skip_empty=False).take(2), training=False, batch_size=2, image_size=(64, 64)))
+    )
     row_of_image = {int(i): r for r, i in enumerate(np.asarray(meta["image_id"]))}
     rows = np.array([row_of_image[int(i)] for i in res["image_ids"]])
     # point index from the recorded point: level offset + row-major cell (levels of 8x8, 4x4, 2x2, 1x1, 1x1)
     offsets = {8: 0, 16: 64, 32: 80, 64: 84, 128: 85}
     xs, ys = res["points"][:, 0], res["points"][:, 1]
     side = {8: 8, 16: 4, 32: 2, 64: 1, 128: 1}
-    index = np.array([offsets[int(s)] + int(y // s) * side[int(s)] + int(x // s)
-                      for (x, y), s in zip(res["points"], res["strides"])])
+    index = np.array(
+        [offsets[int(s)] + int(y // s) * side[int(s)] + int(x // s) for (x, y), s in zip(res["points"], res["strides"])]
+    )
     assert np.all(xs % res["strides"] == 0) and np.all(ys % res["strides"] == 0)
     logits = _classification_logits(model, images)
     out = model(images, training=False)
@@ -68,8 +70,7 @@ def test_collected_values_are_consistent(tmp_path):
     quality_expected = _numpy_dgqp(reg[rows, index].reshape(n, 4, 17), model.head.quality)
     np.testing.assert_allclose(res["quality"], quality_expected, rtol=1e-4)
     np.testing.assert_allclose(res["joint_score"], cls_expected * quality_expected, rtol=1e-4)
-    np.testing.assert_allclose(res["joint_score"], np.asarray(out["cls_scores"])[rows, index, res["labels"]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(res["joint_score"], np.asarray(out["cls_scores"])[rows, index, res["labels"]], rtol=1e-5)
     # the IoU is the real one of the box with its matched ground truth
     iou = np.diag(box_iou_matrix(res["boxes"], res["gt_boxes"]))
     np.testing.assert_allclose(res["iou"], iou, rtol=1e-5)

@@ -37,21 +37,27 @@ def test_box_iou_matrix_hand_values():
 
 
 def test_match_detections_hand_case():
-    gt_boxes = np.array([
-        [0, 0, 10, 10],    # 0: class 0
-        [20, 20, 40, 40],  # 1: class 1
-        [0, 0, 10, 6],     # 2: class 0
-        [0, 0, 0, 0],      # 3: padding
-    ], np.float32)
+    gt_boxes = np.array(
+        [
+            [0, 0, 10, 10],  # 0: class 0
+            [20, 20, 40, 40],  # 1: class 1
+            [0, 0, 10, 6],  # 2: class 0
+            [0, 0, 0, 0],  # 3: padding
+        ],
+        np.float32,
+    )
     gt_labels = np.array([0, 1, 0, -1])
-    det_boxes = np.array([
-        [0, 0, 10, 5],     # class 0: IoU 0.5 with gt 0, 50/60 with gt 2 -> gt 2
-        [5, 0, 15, 10],    # class 0: 50/150 with gt 0, 30/130 with gt 2 -> gt 0
-        [20, 20, 40, 40],  # class 0 on the class-1 box: no same-class overlap
-        [20, 20, 30, 40],  # class 1: 200/400 with gt 1
-        [0, 0, 10, 10],    # class 1 on a class-0 box: the class-1 box does not overlap
-        [0, 0, 40, 40],    # class 0: 100/1600 with gt 0 is below the floor
-    ], np.float32)
+    det_boxes = np.array(
+        [
+            [0, 0, 10, 5],  # class 0: IoU 0.5 with gt 0, 50/60 with gt 2 -> gt 2
+            [5, 0, 15, 10],  # class 0: 50/150 with gt 0, 30/130 with gt 2 -> gt 0
+            [20, 20, 40, 40],  # class 0 on the class-1 box: no same-class overlap
+            [20, 20, 30, 40],  # class 1: 200/400 with gt 1
+            [0, 0, 10, 10],  # class 1 on a class-0 box: the class-1 box does not overlap
+            [0, 0, 40, 40],  # class 0: 100/1600 with gt 0 is below the floor
+        ],
+        np.float32,
+    )
     det_labels = np.array([0, 0, 0, 1, 1, 0])
     gt_index, iou = match_detections(det_boxes, det_labels, gt_boxes, gt_labels, iou_floor=0.1)
     np.testing.assert_array_equal(gt_index, [2, 0, -1, 1, -1, -1])
@@ -75,15 +81,21 @@ def test_pearson_or_none_where_undefined():
 
 def test_softmax_hand_values():
     # exp(0), exp(ln 3) over their sum: 1/4, 3/4; a large shift changes nothing
-    np.testing.assert_allclose(softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0 + np.log(3.0)]])),
-                               [[0.25, 0.75], [0.25, 0.75]])
+    np.testing.assert_allclose(
+        softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0 + np.log(3.0)]])), [[0.25, 0.75], [0.25, 0.75]]
+    )
 
 
 def test_correlations_of_each_signal():
     iou = np.array([0.2, 0.5, 0.9])
     edge_top1 = np.array([[0.1] * 4, [0.3] * 4, [0.2] * 4])  # means 0.1, 0.3, 0.2
-    results = {"iou": iou, "quality": iou * 2 + 1, "cls_score": -iou, "joint_score": np.array([1.0, 1.0, 1.0]),
-               "edge_top1": edge_top1}
+    results = {
+        "iou": iou,
+        "quality": iou * 2 + 1,
+        "cls_score": -iou,
+        "joint_score": np.array([1.0, 1.0, 1.0]),
+        "edge_top1": edge_top1,
+    }
     r = correlations(results)
     assert set(r) == set(SIGNALS)
     assert r["dgqp_quality"] == pytest.approx(1.0) and r["cls_score"] == pytest.approx(-1.0)

@@ -1,4 +1,4 @@
-"""keras_gfocal.analysis.report: `analyze` end to end, every number recomputed from the positives."""
+"""keras_gfocal.analysis.report: ``analyze`` end to end, every number recomputed from the positives."""
 
 import json
 import os
@@ -19,8 +19,9 @@ def test_analyze_end_to_end(tmp_path, capsys):
     v1 = GFocalDetector.from_preset("gfocal_v1_tiny", num_classes=3, image_size=(64, 64))
     out = str(tmp_path / "analysis")
     # Untrained models score about 0.01 x 0.5: a zero threshold keeps their detections.
-    report = analyze(v2, paths["val_ann_file"], paths["val_image_dir"], out, v1_model=v1,
-                     score_threshold=0.0, verbose=True)
+    report = analyze(
+        v2, paths["val_ann_file"], paths["val_image_dir"], out, v1_model=v1, score_threshold=0.0, verbose=True
+    )
 
     for name in ("quality_vs_iou.png", "distributions.png"):
         path = os.path.join(out, name)

@@ -58,7 +58,9 @@ def test_convert_refuses_a_pickle_that_runs_code(tmp_path, capsys):
 
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
-    code = main(["convert", "--checkpoint", str(evil), "--preset", "gfocal_v2_r50_fpn", "--out", str(tmp_path / "e.keras")])
+    code = main(
+        ["convert", "--checkpoint", str(evil), "--preset", "gfocal_v2_r50_fpn", "--out", str(tmp_path / "e.keras")]
+    )
     assert code == 2
     assert "not a plain checkpoint" in capsys.readouterr().err and not marker.exists()
 

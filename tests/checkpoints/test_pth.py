@@ -179,9 +179,7 @@ def test_assembled_zip_checkpoint_reads(tmp_path):
 
 
 def test_big_endian_storages_are_byte_swapped(tmp_path):
-    path = _zip_checkpoint(
-        tmp_path / "big.pth", _pickle(_dict(_small_state())), _small_storages(">"), byteorder="big"
-    )
+    path = _zip_checkpoint(tmp_path / "big.pth", _pickle(_dict(_small_state())), _small_storages(">"), byteorder="big")
     state = load_pth(path)
     np.testing.assert_array_equal(state["conv.weight"], WEIGHT)
     assert state["conv.weight"].dtype == np.float32

@@ -50,9 +50,7 @@ def normalized(rgb):
 def write_json(path, images, annotations, categories=CATEGORIES):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(
-            {"images": images, "annotations": annotations, "categories": categories}, f
-        )
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return str(path)
 
 
@@ -79,12 +77,8 @@ def coco_dir(tmp_path):
     a[:, :30] = LEFT_COLOR
     a[:, 30:] = RIGHT_COLOR
     save_rgb(str(image_dir / "a.png"), a)
-    Image.fromarray(np.full([20, 30], GRAY_VALUE, np.uint8), mode="L").save(
-        str(image_dir / "b.png")
-    )
-    Image.fromarray(np.full([30, 20, 4], RGBA_COLOR, np.uint8), mode="RGBA").save(
-        str(image_dir / "c.png")
-    )
+    Image.fromarray(np.full([20, 30], GRAY_VALUE, np.uint8), mode="L").save(str(image_dir / "b.png"))
+    Image.fromarray(np.full([30, 20, 4], RGBA_COLOR, np.uint8), mode="RGBA").save(str(image_dir / "c.png"))
     save_rgb(str(image_dir / "empty.png"), np.full([16, 16, 3], 128))
     save_rgb(str(image_dir / "sub" / "d.jpg"), np.full([24, 32, 3], 90), fmt="JPEG")
 

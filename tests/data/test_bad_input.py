@@ -13,16 +13,16 @@ from keras_gfocal.data import CocoDataset, make_dataset, read_image
 
 
 def _folder(tmp_path, annotations, images=None, sizes=None):
-    """One 20 x 30 PNG ("a.png", id 1) per entry of `images`, and a raw JSON text (NaN allowed)."""
+    """One 20 x 30 PNG ("a.png", id 1) per entry of ``images``, and a raw JSON text (NaN allowed)."""
     image_dir = tmp_path / "images"
     image_dir.mkdir(exist_ok=True)
     images = images or [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
     for image in images:
         if not (image_dir / image["file_name"]).exists():
             Image.fromarray(np.full([image["height"], image["width"], 3], 90, np.uint8)).save(
-                str(image_dir / image["file_name"]))
-    text = json.dumps({"images": images, "annotations": annotations,
-                       "categories": [{"id": 1, "name": "thing"}]})
+                str(image_dir / image["file_name"])
+            )
+    text = json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]})
     ann_file = tmp_path / "ann.json"
     ann_file.write_text(text)
     return str(ann_file), str(image_dir)
@@ -170,7 +170,8 @@ def _kinds(folder):
     out["rgb16.png"] = rgb
     # CMYK JPEG (flat colour: JPEG loses detail, not the colour).
     Image.fromarray(np.full([12, 16, 3], (10, 200, 30), np.uint8)).convert("CMYK").save(
-        os.path.join(folder, "cmyk.jpg"), quality=100)
+        os.path.join(folder, "cmyk.jpg"), quality=100
+    )
     out["cmyk.jpg"] = np.full([12, 16, 3], (10, 200, 30), np.uint8)
     # Palette PNG.
     palette = Image.fromarray(rgb).quantize(8)
@@ -184,14 +185,15 @@ def _kinds(folder):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(np.full([12, 16, 3], (200, 20, 90), np.uint8)).save(
-        os.path.join(folder, "exif6.jpg"), quality=100, exif=exif)
+        os.path.join(folder, "exif6.jpg"), quality=100, exif=exif
+    )
     out["exif6.jpg"] = np.full([12, 16, 3], (200, 20, 90), np.uint8)
     return out
 
 
 def test_one_reader_same_pixels_in_predict_training_and_evaluation(tmp_path):
-    from keras_gfocal.prediction import predict_images
     from keras_gfocal.image import MEAN, STD
+    from keras_gfocal.prediction import predict_images
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -208,8 +210,12 @@ def test_one_reader_same_pixels_in_predict_training_and_evaluation(tmp_path):
         def detect(self, image):
             seen[len(seen)] = image
             empty = np.zeros([0], np.float32)
-            return {"boxes": np.zeros([0, 4], np.float32), "scores": empty, "labels": empty.astype(np.int32),
-                    "category_ids": empty.astype(np.int32)}
+            return {
+                "boxes": np.zeros([0, 4], np.float32),
+                "scores": empty,
+                "labels": empty.astype(np.int32),
+                "category_ids": empty.astype(np.int32),
+            }
 
     predict_images(Recorder(), [str(folder / n) for n in names], progress=False)
     # Evaluation pipeline at scale 1: denormalised pixels are the decoded ones.

@@ -25,9 +25,7 @@ def test_boxes_labels_crowd_clip_and_degenerate(coco, h):
         entry = coco.get(image_id)
         assert entry["boxes"].dtype == np.float32
         assert entry["labels"].dtype == np.int32
-        np.testing.assert_array_equal(
-            entry["boxes"], np.asarray(h.EXPECTED_BOXES[image_id], np.float32).reshape(-1, 4)
-        )
+        np.testing.assert_array_equal(entry["boxes"], np.asarray(h.EXPECTED_BOXES[image_id], np.float32).reshape(-1, 4))
         np.testing.assert_array_equal(entry["labels"], h.EXPECTED_LABELS[image_id])
         assert (entry["height"], entry["width"]) == h.SIZES[image_id]
     # 2 crowd annotations and 2 degenerate boxes were left out.
@@ -61,7 +59,7 @@ def test_pycocotools_view(coco):
 
 
 def _bad_folder(h, tmp_path, file_names, write=()):
-    """A COCO folder whose images are `file_names`; only those in `write` exist."""
+    """A COCO folder whose images are ``file_names``; only those in ``write`` exist."""
     image_dir = tmp_path / "imgs"
     os.makedirs(image_dir, exist_ok=True)
     images = []

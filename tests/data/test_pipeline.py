@@ -53,15 +53,11 @@ def test_training_static_shapes(coco):
 def test_training_boxes_after_resize(coco, h):
     _, targets = _train(coco, max_boxes=5)[0]
     boxes = targets["boxes"]
-    np.testing.assert_allclose(
-        boxes[0, :3], [[15, 7.5, 45, 22.5], [75, 45, 90, 60], [0, 0, 4.5, 9]]
-    )
+    np.testing.assert_allclose(boxes[0, :3], [[15, 7.5, 45, 22.5], [75, 45, 90, 60], [0, 0, 4.5, 9]])
     np.testing.assert_allclose(boxes[1, 0], [6, 9, 36, 33])
     np.testing.assert_allclose(boxes[2, 0], [0, 0, 53, 80], rtol=1e-6)  # clipped to width 53
     s = 90 / 32
-    np.testing.assert_allclose(
-        boxes[3, :3], np.asarray(h.EXPECTED_BOXES[9], np.float32) * s, rtol=1e-6
-    )
+    np.testing.assert_allclose(boxes[3, :3], np.asarray(h.EXPECTED_BOXES[9], np.float32) * s, rtol=1e-6)
 
 
 def test_image_values_normalised_and_zero_padded(coco, h):
@@ -81,9 +77,7 @@ def test_image_values_normalised_and_zero_padded(coco, h):
 def test_flip_boxes_and_pixels(coco, h):
     images, targets = _train(coco, flip_prob=1.0)[0]
     # Image 1 resized to 60 x 90: x1' = 90 - x2, x2' = 90 - x1.
-    np.testing.assert_allclose(
-        targets["boxes"][0, :3], [[45, 7.5, 75, 22.5], [0, 45, 15, 60], [85.5, 0, 90, 9]]
-    )
+    np.testing.assert_allclose(targets["boxes"][0, :3], [[45, 7.5, 75, 22.5], [0, 45, 15, 60], [85.5, 0, 90, 9]])
     # Image 3 resized to 80 x 53: box [0, 0, 53, 80] stays [0, 0, 53, 80].
     np.testing.assert_allclose(targets["boxes"][2, 0], [0, 0, 53, 80], rtol=1e-6)
     np.testing.assert_allclose(images[0, 0, 0], h.normalized(h.RIGHT_COLOR), rtol=1e-5)
@@ -147,9 +141,7 @@ def test_bad_arguments(coco):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
-    paths = make_synthetic_coco(
-        str(root), num_train=12, num_val=2, image_size=(48, 64), min_size=6, seed=5
-    )
+    paths = make_synthetic_coco(str(root), num_train=12, num_val=2, image_size=(48, 64), min_size=6, seed=5)
     return CocoDataset(paths["train_ann_file"], paths["train_image_dir"])
 
 
@@ -163,8 +155,13 @@ def _epochs(ds, n):
 def test_deterministic_mode_repeats_exactly(synthetic):
     def build():
         return make_dataset(
-            synthetic, training=True, batch_size=4, image_size=(40, 56),
-            multiscale=(24, 40), seed=11, deterministic=True,
+            synthetic,
+            training=True,
+            batch_size=4,
+            image_size=(40, 56),
+            multiscale=(24, 40),
+            seed=11,
+            deterministic=True,
         )
 
     first, second = _epochs(build(), 2), _epochs(build(), 2)
@@ -178,16 +175,27 @@ def test_deterministic_mode_repeats_exactly(synthetic):
     assert not np.array_equal(first[0][0][0], first[1][0][0])
     # A different seed gives different batches.
     other = make_dataset(
-        synthetic, training=True, batch_size=4, image_size=(40, 56),
-        multiscale=(24, 40), seed=12, deterministic=True,
+        synthetic,
+        training=True,
+        batch_size=4,
+        image_size=(40, 56),
+        multiscale=(24, 40),
+        seed=12,
+        deterministic=True,
     )
     assert not np.array_equal(_batches(other)[0][0], first[0][0][0])
 
 
 def test_multiscale_sizes_vary_within_range(synthetic):
     ds = make_dataset(
-        synthetic, training=True, batch_size=12, image_size=(40, 56), multiscale=(24, 40),
-        flip_prob=0.0, seed=3, deterministic=True,
+        synthetic,
+        training=True,
+        batch_size=12,
+        image_size=(40, 56),
+        multiscale=(24, 40),
+        flip_prob=0.0,
+        seed=3,
+        deterministic=True,
     )
     images, targets = _batches(ds)[0]
     assert images.shape == (12, 64, 64, 3)

@@ -47,7 +47,7 @@ def test_layout_and_pycocotools(tmp_path):
 
 
 def _touches(box, other):
-    """True when `other` intersects `box` grown by one pixel (both [x, y, w, h])."""
+    """True when ``other`` intersects ``box`` grown by one pixel (both [x, y, w, h])."""
     x, y, w, h = box
     ox, oy, ow, oh = other
     return ox < x + w + 1 and x - 1 < ox + ow and oy < y + h + 1 and y - 1 < oy + oh
@@ -62,9 +62,7 @@ def test_square_boxes_are_tight(tmp_path):
         pixels = np.asarray(Image.open(os.path.join(paths["train_image_dir"], image["file_name"])))
         pixels = pixels.astype(np.int32)
         for ann in anns:
-            if ann["category_id"] != 3 or any(
-                _touches(ann["bbox"], o["bbox"]) for o in anns if o is not ann
-            ):
+            if ann["category_id"] != 3 or any(_touches(ann["bbox"], o["bbox"]) for o in anns if o is not ann):
                 continue
             x, y, w, h = (int(v) for v in ann["bbox"])
             inside = pixels[y : y + h, x : x + w].reshape(-1, 3)

@@ -32,7 +32,7 @@ def test_round_trip_records(coco, tmp_path, h):
         assert rec["file_name"].numpy().decode() == entry["file_name"]
         np.testing.assert_array_equal(
             rec["category_ids"].numpy(),
-            [coco.label_to_category_id[l] for l in h.EXPECTED_LABELS[image_id]],
+            [coco.label_to_category_id[label] for label in h.EXPECTED_LABELS[image_id]],
         )
 
 

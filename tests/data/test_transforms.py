@@ -59,8 +59,7 @@ def test_random_flip_probability_extremes_and_rate():
     _, b, f = transforms.random_horizontal_flip(image, boxes, 0.0, tf.constant([1, 2], tf.int64))
     assert not bool(f) and b.numpy().tolist() == [[1.0, 1.0, 3.0, 2.0]]
     flips = [
-        bool(transforms.random_horizontal_flip(image, boxes, 0.5, tf.constant([i, 0], tf.int64))[2])
-        for i in range(200)
+        bool(transforms.random_horizontal_flip(image, boxes, 0.5, tf.constant([i, 0], tf.int64))[2]) for i in range(200)
     ]
     assert 70 <= sum(flips) <= 130
 
@@ -81,12 +80,12 @@ def test_padded_size_and_pad_zeros():
 def test_pad_boxes_truncates_and_pads():
     boxes = tf.constant([[1.0, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]])
     labels = tf.constant([4, 5, 6])
-    b, l = transforms.pad_boxes(boxes, labels, 5)
+    b, lab = transforms.pad_boxes(boxes, labels, 5)
     np.testing.assert_array_equal(b.numpy()[3:], 0.0)
-    np.testing.assert_array_equal(l.numpy(), [4, 5, 6, -1, -1])
-    b, l = transforms.pad_boxes(boxes, labels, 2)
+    np.testing.assert_array_equal(lab.numpy(), [4, 5, 6, -1, -1])
+    b, lab = transforms.pad_boxes(boxes, labels, 2)
     np.testing.assert_array_equal(b.numpy(), [[1, 2, 3, 4], [5, 6, 7, 8]])
-    np.testing.assert_array_equal(l.numpy(), [4, 5])
+    np.testing.assert_array_equal(lab.numpy(), [4, 5])
 
 
 def _seed(a, b):
@@ -95,10 +94,7 @@ def _seed(a, b):
 
 def test_random_short_side_target_range():
     targets = np.stack(
-        [
-            transforms.random_short_side_target((64, 96), (32, 40), _seed(i, 3)).numpy()
-            for i in range(100)
-        ]
+        [transforms.random_short_side_target((64, 96), (32, 40), _seed(i, 3)).numpy() for i in range(100)]
     )
     assert set(targets[:, 1]) == {96}
     assert targets[:, 0].min() == 32 and targets[:, 0].max() == 40

@@ -1,4 +1,4 @@
-"""`gfocal export`, and `gfocal evaluate` / `predict` on exported models."""
+"""``gfocal export``, and ``gfocal evaluate`` / ``predict`` on exported models."""
 
 import json
 import os
@@ -16,8 +16,24 @@ def test_export_command_writes_model_and_metadata(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "--quantize apply to --format tflite only" in printed and os.path.join(out, "gfocal.onnx") in printed
     assert read_metadata(os.path.join(out, "gfocal.onnx"))["opset"] >= 17
-    assert main(["export", "--model", model_path, "--format", "saved_model", "--name", "shapes",
-                 "--version", "3", "--out", out]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                model_path,
+                "--format",
+                "saved_model",
+                "--name",
+                "shapes",
+                "--version",
+                "3",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
     assert os.path.exists(os.path.join(out, "shapes", "3", "saved_model.pb"))
 
 
@@ -34,8 +50,22 @@ def test_export_command_errors(trained, exports, tmp_path):
 @pytest.mark.parametrize("name", ["saved_model", "tflite_int8", "onnx"])
 def test_evaluate_and_predict_accept_exports(exports, synthetic, tmp_path, capsys, name):
     results_json = str(tmp_path / "results.json")
-    assert main(["evaluate", "--model", exports[name], "--ann", synthetic["val_ann_file"],
-                 "--images", synthetic["val_image_dir"], "--results-json", results_json]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                exports[name],
+                "--ann",
+                synthetic["val_ann_file"],
+                "--images",
+                synthetic["val_image_dir"],
+                "--results-json",
+                results_json,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in printed
     assert json.load(open(results_json))

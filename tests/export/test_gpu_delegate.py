@@ -1,4 +1,4 @@
-"""TFLite files read op by op against the TFLite GPU delegate's rules (`keras_gfocal.export.gpu_delegate`).
+"""TFLite files read op by op against the TFLite GPU delegate's rules (``keras_gfocal.export.gpu_delegate``).
 
 The exports of the trained tiny model: the ``--no-nms`` files must run whole on
 the GPU; in the files with NMS every refused op must come after the network,
@@ -52,8 +52,7 @@ def test_nms_export_keeps_the_network_in_one_gpu_partition(exports, name):
 
 def test_r50_no_nms_export_runs_whole_on_the_gpu(tmp_path):
     keras.utils.set_random_seed(0)
-    model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=None,
-                                       image_size=(64, 64))
+    model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=None, image_size=(64, 64))
     model.build((None, 64, 64, 3))
     path = export_model(model, "tflite", str(tmp_path), quantize="float16", nms=False)
     report = gpu_delegate.check(path)
@@ -78,15 +77,18 @@ def _tflite(fn, shape, quantize=None):
     return converter.convert()
 
 
-@pytest.mark.parametrize("fn, shape, op, reason", [
-    (keras.layers.GroupNormalization(groups=4, epsilon=1e-5), [1, 8, 8, 16], "MEAN", "rank-5"),
-    (keras.layers.UpSampling2D(2), [1, 4, 4, 8], "", "rank-5"),
-    (lambda x: tf.math.top_k(x, k=4)[0], [1, 10, 4, 17], "TOPK_V2", "no GPU parser"),
-    (lambda x: tf.reduce_mean(x, axis=-1, keepdims=True), [1, 10, 4, 17], "MEAN", "axes [3]"),
-    (lambda x: tf.reduce_mean(x, axis=[1, 2]), [1, 10, 4], "MEAN", "rank-3"),
-    (lambda x: tf.cast(tf.cast(x, tf.int32) * 3, tf.float32), [1, 4, 4, 2], "MUL", "int32 input"),
-    (lambda x: x[:, 1], [1, 4, 4, 2], "STRIDED_SLICE", "shrink-axis"),
-])
+@pytest.mark.parametrize(
+    "fn, shape, op, reason",
+    [
+        (keras.layers.GroupNormalization(groups=4, epsilon=1e-5), [1, 8, 8, 16], "MEAN", "rank-5"),
+        (keras.layers.UpSampling2D(2), [1, 4, 4, 8], "", "rank-5"),
+        (lambda x: tf.math.top_k(x, k=4)[0], [1, 10, 4, 17], "TOPK_V2", "no GPU parser"),
+        (lambda x: tf.reduce_mean(x, axis=-1, keepdims=True), [1, 10, 4, 17], "MEAN", "axes [3]"),
+        (lambda x: tf.reduce_mean(x, axis=[1, 2]), [1, 10, 4], "MEAN", "rank-3"),
+        (lambda x: tf.cast(tf.cast(x, tf.int32) * 3, tf.float32), [1, 4, 4, 2], "MUL", "int32 input"),
+        (lambda x: x[:, 1], [1, 4, 4, 2], "STRIDED_SLICE", "shrink-axis"),
+    ],
+)
 def test_each_rule_names_the_op_and_why(fn, shape, op, reason):
     report = gpu_delegate.check(_tflite(fn, shape))
     refused = [o for o in report.refused if op in o.name and reason in o.refused]
@@ -117,12 +119,15 @@ def test_float16_weights_are_folded_into_their_convolutions():
     assert_runs_whole_on_the_gpu(report)
 
 
-@pytest.mark.parametrize("fn, shape", [
-    (GroupNormalization(groups=4, epsilon=1e-5), [1, 8, 8, 16]),
-    (GroupNormalization(groups=1, epsilon=1e-5), [1, 8, 8, 16]),
-    (upsample_nearest_2x, [1, 4, 4, 8]),
-    (DGQP(), [1, 50, 68]),
-])
+@pytest.mark.parametrize(
+    "fn, shape",
+    [
+        (GroupNormalization(groups=4, epsilon=1e-5), [1, 8, 8, 16]),
+        (GroupNormalization(groups=1, epsilon=1e-5), [1, 8, 8, 16]),
+        (upsample_nearest_2x, [1, 4, 4, 8]),
+        (DGQP(), [1, 50, 68]),
+    ],
+)
 def test_the_detector_layers_convert_to_accepted_ops(fn, shape):
     for quantize in (None, "float16"):
         assert_runs_whole_on_the_gpu(gpu_delegate.check(_tflite(fn, shape, quantize)))

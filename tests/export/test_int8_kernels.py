@@ -22,8 +22,11 @@ def _conv_kinds(path):
     """``(input activation dtype, weight dtype)`` of every CONV_2D / DEPTHWISE_CONV_2D op."""
     interpreter = _interpreter(path)
     dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    return [(dtypes[op["inputs"][0]], dtypes[op["inputs"][1]]) for op in interpreter._get_ops_details()
-            if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    return [
+        (dtypes[op["inputs"][0]], dtypes[op["inputs"][1]])
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+    ]
 
 
 def test_int8_convolutions_take_int8_activations(exports):

@@ -1,5 +1,5 @@
-"""One vocabulary: `predict()`, every export and `load_detector().detect` name
-the detections alike (`keras_gfocal.postprocess.DETECTION_KEYS`)."""
+"""One vocabulary: ``predict()``, every export and ``load_detector().detect`` name
+the detections alike (``keras_gfocal.postprocess.DETECTION_KEYS``)."""
 
 import numpy as np
 import pytest
@@ -18,8 +18,14 @@ def untrained():
     # Threshold 0: an untrained head's scores (about 0.005) all pass, so every
     # class appears among the detections.
     return GFocalDetector.from_preset(
-        "gfocal_v2_tiny", num_classes=3, class_names=["a", "b", "c"], category_ids=CATEGORY_IDS,
-        image_size=(64, 64), score_threshold=0.0, max_detections=20, backbone_weights=None,
+        "gfocal_v2_tiny",
+        num_classes=3,
+        class_names=["a", "b", "c"],
+        category_ids=CATEGORY_IDS,
+        image_size=(64, 64),
+        score_threshold=0.0,
+        max_detections=20,
+        backbone_weights=None,
     )
 
 
@@ -41,8 +47,9 @@ def test_predict_returns_labels_and_their_category_ids(untrained):
 
 
 def test_predict_pads_labels_and_category_ids_with_minus_one():
-    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, category_ids=[5, 9],
-                                       score_threshold=0.9, backbone_weights=None)
+    model = GFocalDetector.from_preset(
+        "gfocal_v2_tiny", num_classes=2, category_ids=[5, 9], score_threshold=0.9, backbone_weights=None
+    )
     pred = model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)
     assert int(pred["num_detections"][0]) == 0  # untrained scores are far below 0.9
     np.testing.assert_array_equal(pred["labels"][0], -1)
@@ -50,8 +57,9 @@ def test_predict_pads_labels_and_category_ids_with_minus_one():
 
 
 def test_without_category_ids_the_ids_are_the_labels():
-    model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, score_threshold=0.0, max_detections=10,
-                                       backbone_weights=None)
+    model = GFocalDetector.from_preset(
+        "gfocal_v2_tiny", num_classes=2, score_threshold=0.0, max_detections=10, backbone_weights=None
+    )
     pred = model.predict(np.zeros((1, 64, 64, 3), "float32"), verbose=0)
     np.testing.assert_array_equal(pred["category_ids"], pred["labels"])
 

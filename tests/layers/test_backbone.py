@@ -1,4 +1,4 @@
-"""The backbone contract (`Backbone`, `TinyBackbone`), the detector's backbone object, initialisation
+"""The backbone contract (``Backbone``, ``TinyBackbone``), the detector's backbone object, initialisation
 and old files."""
 
 import itertools
@@ -98,8 +98,11 @@ def test_the_contract_a_subclass_inherits():
     backbone = _Strided()
     assert backbone.output_strides == (8, 16, 32)
     assert backbone.compute_output_shape((2, 64, 96, 3)) == [(2, 8, 12, 3), (2, 4, 6, 3), (2, 2, 3, 3)]
-    assert backbone.compute_output_shape((None, None, 96, 3)) == [(None, None, 12, 3), (None, None, 6, 3),
-                                                                   (None, None, 3, 3)]
+    assert backbone.compute_output_shape((None, None, 96, 3)) == [
+        (None, None, 12, 3),
+        (None, None, 6, 3),
+        (None, None, 3, 3),
+    ]
     with pytest.raises(ValueError, match=r"_Strided has no pretrained weights to load \(asked for 'imagenet'\)"):
         backbone.load_pretrained("imagenet")
     # A detector runs on it as on any backbone.

@@ -67,11 +67,19 @@ def test_p6_reads_the_smoothed_p5_not_c5(fpn_and_inputs):
 def test_fpn_shapes_on_odd_sizes():
     # P6 and P7: 3x3 stride-2 convs padded one pixel on every side, so ceil(n / 2).
     fpn = FPN(channels=5)
-    inputs = [np.zeros((2, 20, 36, 3), np.float32), np.zeros((2, 10, 18, 4), np.float32),
-              np.zeros((2, 5, 9, 6), np.float32)]
+    inputs = [
+        np.zeros((2, 20, 36, 3), np.float32),
+        np.zeros((2, 10, 18, 4), np.float32),
+        np.zeros((2, 5, 9, 6), np.float32),
+    ]
     outputs = fpn(inputs)
-    assert [tuple(p.shape) for p in outputs] == [(2, 20, 36, 5), (2, 10, 18, 5), (2, 5, 9, 5), (2, 3, 5, 5),
-                                                 (2, 2, 3, 5)]
+    assert [tuple(p.shape) for p in outputs] == [
+        (2, 20, 36, 5),
+        (2, 10, 18, 5),
+        (2, 5, 9, 5),
+        (2, 3, 5, 5),
+        (2, 2, 3, 5),
+    ]
 
 
 def test_every_conv_has_a_bias_and_its_own_xavier_uniform_kernel():

@@ -95,8 +95,9 @@ def _conv_nhwc(x, kernel, stride=1, pad=0):
 
 
 def _bn_numpy(x, bn):
-    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in (bn.gamma, bn.beta, bn.moving_mean,
-                                                                   bn.moving_variance))
+    gamma, beta, mean, var = (
+        np.asarray(v, np.float64) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
+    )
     return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
 
 

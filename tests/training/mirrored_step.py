@@ -25,10 +25,10 @@ else:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     DISTRIBUTED = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from keras_gfocal import GFocalDetector  # noqa: E402
+from keras_gfocal import GFocalDetector
 
 SIZE = 64
 
@@ -99,8 +99,7 @@ def main():
     norms = [np.linalg.norm(a) for a in single_deltas]
     floor = 1e-4 * max(norms)
     rel = [
-        float(np.linalg.norm(a - b) / max(norm, floor))
-        for a, b, norm in zip(single_deltas, distributed_deltas, norms)
+        float(np.linalg.norm(a - b) / max(norm, floor)) for a, b, norm in zip(single_deltas, distributed_deltas, norms)
     ]
     max_rel = max(rel)
     report = {

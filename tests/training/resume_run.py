@@ -1,4 +1,4 @@
-"""A small `keras_gfocal.training.train` run that can kill itself partway.
+"""A small ``keras_gfocal.training.train`` run that can kill itself partway.
 
     python resume_run.py DATA_DIR RUN_DIR [KILL_AT_EPOCH]
 
@@ -28,8 +28,16 @@ class Recorder(keras.callbacks.Callback):
 
 
 model, _ = train(
-    f"{data}/annotations/instances_train.json", f"{data}/train",
-    preset="gfocal_v2_tiny", epochs=4, batch_size=4, image_size=(64, 64), out=run,
-    warmup_steps=2, seed=0, verbose=0, extra_callbacks=[Recorder()],
+    f"{data}/annotations/instances_train.json",
+    f"{data}/train",
+    preset="gfocal_v2_tiny",
+    epochs=4,
+    batch_size=4,
+    image_size=(64, 64),
+    out=run,
+    warmup_steps=2,
+    seed=0,
+    verbose=0,
+    extra_callbacks=[Recorder()],
 )
 print(json.dumps({"started": started, "iterations": int(model.optimizer.iterations.numpy())}))

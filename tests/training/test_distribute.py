@@ -50,8 +50,13 @@ def _free_ports(n):
 def test_multi_worker_two_processes_match_one_device():
     ports = [str(p) for p in _free_ports(2)]
     workers = [
-        subprocess.Popen([sys.executable, SCRIPT, "worker", str(i), *ports],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        subprocess.Popen(
+            [sys.executable, SCRIPT, "worker", str(i), *ports],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         for i in range(2)
     ]
     outputs = []

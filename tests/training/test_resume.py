@@ -15,7 +15,10 @@ def _run(data, run, *kill_at):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
         [sys.executable, os.path.join(HERE, "resume_run.py"), data, run, *map(str, kill_at)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
 
 
