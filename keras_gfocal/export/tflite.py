@@ -13,6 +13,9 @@ op the delegate refuses comes after the network, so the network is one GPU
 partition. ``keras_gfocal.export.gpu_delegate.check`` reads a file and says so.
 """
 
+import re
+
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import convert as tflite_convert
@@ -22,9 +25,11 @@ from tqdm.auto import tqdm
 from keras_gfocal.data.transforms import padded_size
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
+from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.dgqp import STATISTICS_SCOPE as DISTRIBUTION_STATISTICS
-from keras_gfocal.layers.gfl_head import JOINT_SCORE_SCOPE
+from keras_gfocal.layers.gfl_head import JOINT_SCORE_SCOPE, GFLHead
 from keras_gfocal.layers.group_norm import STATISTICS_SCOPE as GROUP_NORM_STATISTICS
+from keras_gfocal.layers.group_norm import GroupNormalization
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
@@ -76,7 +81,7 @@ def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibra
     output_names = sorted(concrete.structured_outputs)
     frozen = convert_variables_to_constants_v2(concrete)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
-    tflite_bytes = _convert(converter, quantize, calibration, image_size, num_calibration, nms)
+    tflite_bytes = _convert(model, converter, quantize, calibration, image_size, num_calibration, nms)
     with open(path, "wb") as f:
         f.write(tflite_bytes)
     write_metadata(
@@ -100,7 +105,7 @@ def _input_dtype(tflite_bytes):
     return np.dtype(Interpreter(model_content=tflite_bytes).get_input_details()[0]["dtype"]).name
 
 
-def _convert(converter, quantize, calibration, image_size, num_calibration, nms):
+def _convert(model, converter, quantize, calibration, image_size, num_calibration, nms):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -113,7 +118,7 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
         samples = [np.asarray(c, np.float32)[None] for c in calibration]
         if not samples:
             raise ValueError("The calibration set has no readable images.")
-        float_names = _tensor_names(converter.convert())  # the names quantization sees
+        float_nodes = _float_tensor_names(model, _tensors(converter.convert()), nms)  # names quantization sees
 
         def representative():
             for sample in samples:
@@ -133,7 +138,6 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
         # scale, which the quantizer cannot arrange against the softmax's
         # fixed one). On the demo model this halves the int8 mAP loss; see
         # the README's export table.
-        float_nodes = [n for n in float_names if _keep_float(n, nms)]
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=float_nodes)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative, debug_options=options
@@ -150,27 +154,56 @@ def _convert(converter, quantize, calibration, image_size, num_calibration, nms)
     return converter.convert()
 
 
-# Keras' own GroupNormalization (a backbone of the user's may use it): its
-# statistics' op names. The detector's layers name theirs by a name scope.
-_KERAS_GROUP_NORM_STATISTICS = ("moments", "Rsqrt", "variance", "mean", "Neg", "add_1")
+#: Layer types whose ops under a name scope of their own stay float in full
+#: int8, and that scope.
+_FLOAT_SCOPE_BY_LAYER_TYPE = (
+    (GroupNormalization, GROUP_NORM_STATISTICS),
+    (DGQP, DISTRIBUTION_STATISTICS),
+    (GFLHead, JOINT_SCORE_SCOPE),
+)
 
 
-def _keep_float(tensor_name, nms):
-    """Whether full-int8 conversion leaves this tensor's op in float."""
-    if nms and graphs.POSTPROCESS_SCOPE in tensor_name:
-        return True
-    if any(
-        f"/{scope}/" in tensor_name for scope in (GROUP_NORM_STATISTICS, DISTRIBUTION_STATISTICS, JOINT_SCORE_SCOPE)
-    ):
-        return True
-    # Keras' GroupNormalization layers named ``*_gn*``.
-    return "_gn" in tensor_name and any(part in tensor_name for part in _KERAS_GROUP_NORM_STATISTICS)
+def _float_tensor_names(model, tensors, nms):
+    """Names of the tensors whose ops full-int8 conversion leaves in float.
+
+    Found by the types of ``model``'s layers: the scopes of
+    ``_FLOAT_SCOPE_BY_LAYER_TYPE`` and, for Keras' own ``GroupNormalization``
+    (a user's backbone may hold one), the ops of its ``tf.nn.moments`` and the
+    per-group / per-channel scale and shift (outputs ``[B, 1, 1, G, ...]``),
+    not the full-size maps they are applied to.
+
+    Args:
+        model: the ``GFocalDetector`` being converted.
+        tensors: ``(name, shape)`` of every tensor of its float TFLite file.
+        nms: whether decoding and NMS are inside (they stay float).
+    Returns:
+        A list of tensor names.
+    """
+    layers = list(model._flatten_layers())
+    scopes = {scope for kind, scope in _FLOAT_SCOPE_BY_LAYER_TYPE if any(isinstance(x, kind) for x in layers)}
+    if nms:
+        scopes.add(graphs.POSTPROCESS_SCOPE)
+    # A layer's scope in the graph is its name, with a call count after the first call.
+    keras_group_norms = [
+        re.compile(rf"(^|/){re.escape(x.name)}(_\d+)?/")
+        for x in layers
+        if isinstance(x, keras.layers.GroupNormalization)
+    ]
+
+    def keep(name, shape):
+        if any(f"/{scope}/" in f"/{name}" for scope in scopes):
+            return True
+        in_group_norm = any(pattern.search(name) for pattern in keras_group_norms)
+        statistic = "/moments/" in name or (len(shape) == 5 and shape[1] == 1 and shape[2] == 1)
+        return in_group_norm and statistic
+
+    return [name for name, shape in tensors if keep(name, shape)]
 
 
-def _tensor_names(tflite_bytes):
+def _tensors(tflite_bytes):
     from ai_edge_litert.interpreter import Interpreter
 
-    return [t["name"] for t in Interpreter(model_content=tflite_bytes).get_tensor_details()]
+    return [(t["name"], list(t["shape"])) for t in Interpreter(model_content=tflite_bytes).get_tensor_details()]
 
 
 def tflite_op_names(path):

@@ -34,7 +34,7 @@ def test_int8_convolutions_take_int8_activations(exports):
     assert kinds
     integer = sum(1 for k in kinds if k == ("int8", "int8"))
     # Integer kernels (int8 activations and weights) carry the network; convs that the export keeps
-    # float on purpose (GroupNorm statistics, the DGQP, see tflite._keep_float) are the rest.
+    # float on purpose (GroupNorm statistics, the DGQP, see tflite._float_tensor_names) are the rest.
     assert integer >= len(kinds) // 4, kinds
     # the control: a dynamic-range file has int8 weights but float activations everywhere
     dynamic = _conv_kinds(exports["tflite_dynamic"])
