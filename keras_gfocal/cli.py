@@ -49,7 +49,7 @@ def cmd_train(args):
     from keras_gfocal.training.loop import train
 
     if bool(args.val_ann) != bool(args.val_images):
-        raise SystemExit("gfocal train: give both --val-ann and --val-images, or neither.")
+        raise ValueError("give both --val-ann and --val-images, or neither.")
     model, history = train(
         args.train_ann,
         args.train_images,
@@ -85,7 +85,7 @@ def _open_detector(path, image_size=None):
     from keras_gfocal.export import load_detector
 
     if not os.path.exists(path):
-        raise SystemExit(f"Model file not found: {path}")
+        raise FileNotFoundError(f"model file not found: {path}")
     return load_detector(path, image_size)
 
 
@@ -94,7 +94,7 @@ def cmd_evaluate(args):
     from keras_gfocal.evaluation import coco_evaluate, detect_coco, make_eval_dataset, predict_coco, write_results
 
     if not os.path.exists(args.model):  # before the (slower) dataset check
-        raise SystemExit(f"Model file not found: {args.model}")
+        raise FileNotFoundError(f"model file not found: {args.model}")
     dataset = CocoDataset(args.ann, args.images, skip_bad_images=args.skip_bad_images, verify_images=args.verify_images)
     for line in dataset.summary():
         print(line)
@@ -125,9 +125,9 @@ def _list_images(inputs):
         elif os.path.exists(item):
             files.append(item)
         else:
-            raise SystemExit(f"gfocal predict: no such file or folder: {item}")
+            raise FileNotFoundError(f"no such file or folder: {item}")
     if not files:
-        raise SystemExit(f"gfocal predict: no images found in {', '.join(inputs)}")
+        raise FileNotFoundError(f"no images found in {', '.join(inputs)}")
     return files
 
 
@@ -163,7 +163,7 @@ def cmd_export(args):
 
     detector = _open_detector(args.model)
     if detector.format != "keras":
-        raise SystemExit(f"gfocal export: --model must be a .keras file, got a {detector.format} export: {args.model}")
+        raise ValueError(f"--model must be a .keras file, got a {detector.format} export: {args.model}")
     ignored = []
     if args.format != "tflite":
         ignored = [
@@ -180,8 +180,8 @@ def cmd_export(args):
     calibration = None
     if args.format == "tflite" and args.quantize == "int8":
         if not (args.calibration_ann and args.calibration_images):
-            raise SystemExit(
-                "gfocal export: --quantize int8 needs --calibration-ann and --calibration-images "
+            raise ValueError(
+                "--quantize int8 needs --calibration-ann and --calibration-images "
                 "(a COCO-format dataset whose images calibrate the activation ranges)."
             )
         calibration = (args.calibration_ann, args.calibration_images)
@@ -212,7 +212,7 @@ def cmd_analyze(args):
 
     for flag, path in (("--model", args.model), ("--v1-model", args.v1_model)):
         if path is not None and not os.path.exists(path):
-            raise SystemExit(f"gfocal analyze: {flag} file not found: {path}")
+            raise FileNotFoundError(f"{flag} file not found: {path}")
     report = analyze(
         args.model,
         args.ann,

@@ -124,10 +124,19 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
 def test_errors_name_the_bad_input(tmp_path, capsys):
     from keras_gfocal.cli import _list_images
 
-    with pytest.raises(SystemExit, match="Model file not found: .*nope.keras"):
-        main(["evaluate", "--model", str(tmp_path / "nope.keras"), "--ann", "a.json", "--images", "x"])
-    with pytest.raises(SystemExit, match="no such file or folder: .*missing_dir"):
+    # every error of a command: one "gfocal <command>: error:" line on stderr and status 2
+    assert main(["evaluate", "--model", str(tmp_path / "nope.keras"), "--ann", "a.json", "--images", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gfocal evaluate: error: model file not found: ") and err.endswith("nope.keras"), err
+    assert main(["predict", "--model", str(tmp_path / "nope.keras"), str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("gfocal predict: error: model file not found: ")
+    with pytest.raises(FileNotFoundError, match="no such file or folder: .*missing_dir"):
         _list_images([str(tmp_path / "missing_dir")])
+    with pytest.raises(FileNotFoundError, match="no images found in .*"):
+        _list_images([str(tmp_path)])
+    code = main(["train", "--train-ann", "a.json", "--train-images", "x", "--val-ann", "v.json", "--out", "r"])
+    assert code == 2
+    assert capsys.readouterr().err == "gfocal train: error: give both --val-ann and --val-images, or neither.\n"
     missing_ann = str(tmp_path / "missing.json")
     code = main(["train", "--train-ann", missing_ann, "--train-images", str(tmp_path), "--out", str(tmp_path / "r")])
     assert code == 2

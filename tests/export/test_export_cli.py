@@ -37,14 +37,19 @@ def test_export_command_writes_model_and_metadata(trained, tmp_path, capsys):
     assert os.path.exists(os.path.join(out, "shapes", "3", "saved_model.pb"))
 
 
-def test_export_command_errors(trained, exports, tmp_path):
+def test_export_command_errors(trained, exports, tmp_path, capsys):
     _, model_path = trained
-    with pytest.raises(SystemExit, match="needs --calibration-ann and --calibration-images"):
-        main(["export", "--model", model_path, "--format", "tflite", "--quantize", "int8", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="must be a .keras file"):
-        main(["export", "--model", exports["onnx"], "--format", "tflite", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="Model file not found: .*missing.keras"):
-        main(["export", "--model", str(tmp_path / "missing.keras"), "--format", "onnx"])
+    for argv, message in (
+        (
+            ["--model", model_path, "--format", "tflite", "--quantize", "int8", "--out", str(tmp_path)],
+            "error: --quantize int8 needs --calibration-ann and --calibration-images",
+        ),
+        (["--model", exports["onnx"], "--format", "tflite", "--out", str(tmp_path)], "error: --model must be a .keras"),
+        (["--model", str(tmp_path / "missing.keras"), "--format", "onnx"], "error: model file not found: "),
+    ):
+        assert main(["export", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gfocal export: {message}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("name", ["saved_model", "tflite_int8", "onnx"])
