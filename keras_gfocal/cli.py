@@ -326,6 +326,24 @@ def cmd_convert(args):
 # -------------------------------------------------------------------- parser
 
 
+def _add_dataset_image_checks(parser):
+    """``--skip-bad-images`` and ``--verify-images`` of the commands that read a COCO dataset."""
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out missing, unreadable and truncated images, naming them (default: stop with an "
+        "error naming every bad image)",
+    )
+    parser.add_argument(
+        "--verify-images",
+        choices=["header", "decode"],
+        default="decode",
+        help="image check before the run: 'decode' (default) decodes every image, finding truncated "
+        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
+        "image then stops the run when the pipeline reaches it)",
+    )
+
+
 def build_parser():
     from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
     from keras_gfocal.export import FORMATS
@@ -382,20 +400,7 @@ def build_parser():
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"], default=None)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument(
-        "--skip-bad-images",
-        action="store_true",
-        help="leave out missing, unreadable and truncated images, naming them (default: stop with an "
-        "error naming every bad image)",
-    )
-    p.add_argument(
-        "--verify-images",
-        choices=["header", "decode"],
-        default="decode",
-        help="image check before the run: 'decode' (default) decodes every image, finding truncated "
-        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
-        "image then stops the run when the pipeline reaches it)",
-    )
+    _add_dataset_image_checks(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -415,17 +420,7 @@ def build_parser():
         "reference's per-image test resize)",
     )
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument(
-        "--skip-bad-images", action="store_true", help="leave out missing, unreadable and truncated images, naming them"
-    )
-    p.add_argument(
-        "--verify-images",
-        choices=["header", "decode"],
-        default="decode",
-        help="image check before the run: 'decode' (default) decodes every image, finding truncated "
-        "and corrupt files; 'header' reads only headers (faster on huge datasets, but a damaged "
-        "image then stops the run when the pipeline reaches it)",
-    )
+    _add_dataset_image_checks(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

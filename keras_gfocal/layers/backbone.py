@@ -9,6 +9,7 @@ backbone is one file: subclass ``Backbone``, build the layers, set
 
 import keras
 
+from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.group_norm import GroupNormalization
 
 
@@ -90,11 +91,9 @@ class TinyBackbone(Backbone):
         self.output_channels = tuple(base_width * 2**s for s in (2, 3, 4))
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
+        shape = input_shape
         for stage_layers in self.stages:
-            for layer in stage_layers:
-                layer.build(shape)
-                shape = layer.compute_output_shape(shape)
+            shape = build_chain(stage_layers, shape)
 
     def call(self, images):
         x = images

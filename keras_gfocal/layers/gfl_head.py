@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.dgqp import DGQP, normal_init
 from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.scale import Scale
@@ -107,12 +108,8 @@ class GFLHead(keras.layers.Layer):
 
     def build(self, input_shapes):
         shape = tuple(input_shapes[0])
-        for layers in (self.cls_tower, self.reg_tower):
-            s = shape
-            for layer in layers:
-                layer.build(s)
-                s = layer.compute_output_shape(s)
-        tower_shape = shape[:-1] + (self.channels,) if self.stacked_convs else shape
+        tower_shape = build_chain(self.cls_tower, shape)
+        build_chain(self.reg_tower, shape)
         self.cls_out.build(tower_shape)
         self.reg_out.build(tower_shape)
         for scale in self.scales:

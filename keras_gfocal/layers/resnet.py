@@ -3,6 +3,7 @@
 import keras
 
 from keras_gfocal.layers.backbone import Backbone
+from keras_gfocal.layers.chain import build_chain
 
 # Bottleneck blocks per stage (layer1..layer4).
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -98,14 +99,9 @@ class ResNetBackbone(Backbone):
             self.load_pretrained(weights)
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.stem:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        shape = build_chain(self.stem, input_shape)
         for stage in self.stages:
-            for block in stage:
-                block.build(shape)
-                shape = block.compute_output_shape(shape)
+            shape = build_chain(stage, shape)
 
     def call(self, images):
         x = images

@@ -93,15 +93,19 @@ def train(
     strategy = strategy or default_strategy()
     os.makedirs(out, exist_ok=True)
 
-    train_set = CocoDataset(
-        train_ann,
-        train_images,
-        skip_bad_images=skip_bad_images,
-        verify_images=verify_images,
-        bad_images_file=os.path.join(out, "bad_images_train.txt"),
-    )
-    for line in train_set.summary():
-        print(line)
+    def open_dataset(ann, images, split):
+        dataset = CocoDataset(
+            ann,
+            images,
+            skip_bad_images=skip_bad_images,
+            verify_images=verify_images,
+            bad_images_file=os.path.join(out, f"bad_images_{split}.txt"),
+        )
+        for line in dataset.summary():
+            print(line)
+        return dataset
+
+    train_set = open_dataset(train_ann, train_images, "train")
     train_ds = make_dataset(
         train_set,
         training=True,
@@ -133,15 +137,7 @@ def train(
         keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), write_graph=False),
     ]
     if val_ann:
-        val_set = CocoDataset(
-            val_ann,
-            val_images,
-            skip_bad_images=skip_bad_images,
-            verify_images=verify_images,
-            bad_images_file=os.path.join(out, "bad_images_val.txt"),
-        )
-        for line in val_set.summary():
-            print(line)
+        val_set = open_dataset(val_ann, val_images, "val")
         val_ds = make_dataset(
             val_set, training=False, batch_size=max(1, batch_size), image_size=image_size, max_boxes=max_boxes
         )
