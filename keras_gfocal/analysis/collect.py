@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from keras_gfocal.analysis.numbers import match_detections
+from keras_gfocal.distributions import edge_confidence_np
 
 
 def load_model(model):
@@ -126,7 +127,8 @@ def collect_positive_predictions(
             rows["iou"].append(iou[keep])
             rows["cls_score"].append(cls_alone)
             rows["joint_score"].append(joint)
-            rows["edge_top1"].append(det["edge_confidence"][i, :n][keep])
+            # float64, from the same logits as the float32 ``edge_confidence`` of the detections
+            rows["edge_top1"].append(edge_confidence_np(reg_np[i, point], reg_max))
             rows["labels"].append(det_labels[keep])
             rows["boxes"].append(det["boxes"][i, :n][keep])
             rows["gt_boxes"].append(gt_boxes_all[i][gt_index[keep]])
