@@ -41,6 +41,7 @@ MODULES = {
         "--deselect",
         "tests/test_detection_loss.py::test_detector_compute_loss_is_the_objective_and_fit_takes_image_size",
     ],
+    "distributions": ["tests/test_distributions.py"],
     "export/numpy_postprocess": ["tests/test_numpy_postprocess.py"],
 }
 

@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gfocal import boxes as box_ops
-from keras_gfocal import losses, postprocess
+from keras_gfocal import losses
 from keras_gfocal.assigners import atss_assign
+from keras_gfocal.distributions import distribution_expectation
 
 #: The reference pads every image to a multiple of this (its own ``pad_shape``).
 SIZE_DIVISOR = 32
@@ -281,7 +282,7 @@ class GFocalLoss:
         point_strides = t["point_strides"]
         stride = point_strides[None, :, None]
         centers = (t["points"] / point_strides[:, None])[None]  # [1, A, 2]
-        pred_dist = postprocess.distribution_expectation(reg_logits, self.reg_max)
+        pred_dist = distribution_expectation(reg_logits, self.reg_max)
         pred_boxes = box_ops.distance_to_box(centers, pred_dist)  # [B, A, 4]
         target_boxes = t["boxes"] / stride
         iou_targets = box_ops.aligned_iou(tf.stop_gradient(pred_boxes), target_boxes)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_gfocal import boxes as box_ops
-from keras_gfocal import postprocess
+from keras_gfocal import distributions, postprocess
 from keras_gfocal.detection_loss import GFocalLoss, scale_for_replicas, validate_targets
 from keras_gfocal.layers import FPN, GFLHead
 from keras_gfocal.presets import preset_backbone, preset_config
@@ -205,16 +205,29 @@ class GFocalDetector(keras.Model):
         w = images.shape[2] if images.shape[2] is not None else dynamic[2]
         return h, w
 
-    def decode(self, images, outputs):
+    def decode(self, images, outputs, score_threshold=None, return_point_indices=False):
         """Dense outputs -> fixed-size detections in input pixels.
 
-        Returns the ``predict`` dict, the ``keras_gfocal.postprocess.DETECTION_KEYS``
-        that every export returns too: ``boxes [B, D, 4]`` xyxy in input
-        pixels, ``scores [B, D]``, ``labels [B, D]`` (contiguous class index,
-        -1 on padding), ``category_ids [B, D]`` (the dataset's id of each
-        label, ``self.category_ids``; -1 on padding), ``num_detections [B]``
-        and ``edge_confidence [B, D, 4]``: the top-1 probability of each edge's
-        distribution (l, t, r, b), a per-edge localisation confidence.
+        Args:
+            images: ``[B, H, W, 3]`` the model's input (only its shape is read).
+            outputs: the model's raw outputs on ``images``: ``cls_scores [B, A, C]``
+                and ``reg_logits [B, A, 4 * (reg_max + 1)]``.
+            score_threshold: the score a detection must exceed; None: the
+                model's (``self.score_threshold``).
+            return_point_indices: add ``point_indices`` (off by default, so the
+                exports' outputs stay ``DETECTION_KEYS``).
+        Returns:
+            the ``predict`` dict, the ``keras_gfocal.postprocess.DETECTION_KEYS``
+            that every export returns too: ``boxes [B, D, 4]`` xyxy in input
+            pixels, ``scores [B, D]``, ``labels [B, D]`` (contiguous class index,
+            -1 on padding), ``category_ids [B, D]`` (the dataset's id of each
+            label, ``self.category_ids``; -1 on padding), ``num_detections [B]``
+            and ``edge_confidence [B, D, 4]``: the top-1 probability of each
+            edge's distribution (l, t, r, b), a per-edge localisation
+            confidence; with ``return_point_indices``, also ``point_indices``
+            int32 ``[B, D]``: the row of ``outputs`` (the point's flat index over
+            all levels, ``self.points`` order) each detection comes from, -1 on
+            padding.
         """
         h, w = self._image_hw(images)
         points, point_strides, counts = self.points(h, w)
@@ -225,14 +238,30 @@ class GFocalDetector(keras.Model):
             boxes,
             counts,
             pre_nms_top_k=self.pre_nms_top_k,
-            score_threshold=self.score_threshold,
+            score_threshold=self.score_threshold if score_threshold is None else float(score_threshold),
             iou_threshold=self.iou_threshold,
             max_detections=self.max_detections,
-            point_features=postprocess.edge_confidence(reg_logits, self.reg_max),
+            point_features=distributions.edge_confidence(reg_logits, self.reg_max),
+            return_point_indices=return_point_indices,
         )
         detections["edge_confidence"] = detections.pop("point_features")
         detections["category_ids"] = postprocess.labels_to_category_ids(detections["labels"], self.category_ids)
         return detections
+
+    def localization_quality(self, reg_logits):
+        """The DGQP's quality of each point's box, from its regression logits (GFocalV2 only).
+
+        Args:
+            reg_logits: ``[..., 4 * (reg_max + 1)]`` rows of ``outputs["reg_logits"]``.
+        Returns:
+            float32 ``[..., 1]`` in ``(0, 1)``: the factor that scaled the
+            classification probability into ``cls_scores``.
+        Raises:
+            ValueError: a GFocalV1 model (``dgqp=False``), which has no quality.
+        """
+        if self.head.quality is None:
+            raise ValueError("localization_quality needs a GFocalV2 model (dgqp=True); this one is GFocalV1.")
+        return self.head.quality(reg_logits)
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

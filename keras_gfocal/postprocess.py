@@ -20,12 +20,23 @@ batch axis, the padding and ``num_detections``):
 * ``num_detections`` int32 ``[B]``: how many rows of each image are real;
 * ``edge_confidence`` float32 ``[B, D, 4]``: the top-1 probability of each
   edge's distribution (l, t, r, b), a per-edge localisation confidence.
+
+On request (``return_point_indices``, off by default, so no export carries it)
+``postprocess_detections`` and ``GFocalDetector.decode`` add ``point_indices``
+int32 ``[B, D]``: each detection's point, its flat index over all levels in the
+head's output order; -1 on padding.
+
+The distributions' decoding (``distribution_expectation``, ``edge_confidence``)
+lives in ``keras_gfocal.distributions``; this module re-exports both.
 """
 
 import tensorflow as tf
 from keras import ops
 
 from keras_gfocal import boxes as box_ops
+
+# Re-exported: the decoding of a distribution is part of what this module offers.
+from keras_gfocal.distributions import distribution_expectation, edge_confidence  # noqa: F401
 
 #: Each detection output's meaning, in the words the export metadata carries.
 DETECTIONS = {
@@ -37,21 +48,6 @@ DETECTIONS = {
     "edge_confidence": "top-1 probability of each edge's distribution (l, t, r, b), [B, D, 4] float32",
 }
 DETECTION_KEYS = tuple(DETECTIONS)
-
-
-def distribution_expectation(reg_logits, reg_max=16):
-    """Expected distance per edge, ``sum_i softmax(logits)_i * i``.
-
-    Args:
-        reg_logits: ``[..., 4 * (reg_max + 1)]``, edge-major (l, t, r, b).
-    Returns:
-        ``[..., 4]`` distances in stride units.
-    """
-    reg_logits = ops.convert_to_tensor(reg_logits)
-    shape = ops.shape(reg_logits)
-    probs = ops.softmax(ops.reshape(reg_logits, tuple(shape[:-1]) + (4, reg_max + 1)), axis=-1)
-    bins = ops.cast(ops.arange(reg_max + 1), probs.dtype)
-    return ops.sum(probs * bins, axis=-1)
 
 
 def decode_boxes(points, point_strides, reg_logits, image_shape, reg_max=16):
@@ -74,13 +70,18 @@ def decode_boxes(points, point_strides, reg_logits, image_shape, reg_max=16):
     return ops.minimum(ops.maximum(boxes, 0.0), limits)
 
 
-def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
-    """Per level, the ``pre_nms_top_k`` points with the highest max-class score."""
-    kept_scores, kept_boxes = [], []
+def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k, with_indices=False):
+    """Per level, the ``pre_nms_top_k`` points with the highest max-class score.
+
+    Returns ``(scores [B, K, C], boxes [B, K, W], indices)``: ``indices`` int32
+    ``[B, K]``, each kept point's row in the inputs, if ``with_indices``, else None.
+    """
+    kept_scores, kept_boxes, kept_indices = [], [], []
     start = 0
     for n in num_level_points:
         level_scores = cls_scores[:, start : start + n]
         level_boxes = boxes[:, start : start + n]
+        idx = None
         if not isinstance(n, int):
             # A dynamic level size (inputs of varying height and width): the
             # same selection, decided in the graph.
@@ -97,31 +98,22 @@ def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
             _, idx = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=pre_nms_top_k)
             level_scores = tf.gather(level_scores, idx, batch_dims=1)
             level_boxes = tf.gather(level_boxes, idx, batch_dims=1)
+        if with_indices:
+            if idx is None:  # every point of the level, in order
+                idx = tf.broadcast_to(tf.range(n)[None], tf.shape(level_scores)[:2])
+            kept_indices.append(tf.cast(idx, tf.int32) + tf.cast(start, tf.int32))
         kept_scores.append(level_scores)
         kept_boxes.append(level_boxes)
         start += n
-    return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1)
+    indices = tf.concat(kept_indices, axis=1) if with_indices else None
+    return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1), indices
 
 
-def edge_confidence(reg_logits, reg_max=16):
-    """Top-1 probability of each edge's distribution: a per-edge localisation
-    confidence (close to 1 for a sharp distribution, ``1 / (reg_max + 1)`` for a
-    flat one).
-
-    Args:
-        reg_logits: ``[..., 4 * (reg_max + 1)]``, edge-major (l, t, r, b).
-    Returns:
-        ``[..., 4]``.
-    """
-    reg_logits = ops.convert_to_tensor(reg_logits)
-    shape = ops.shape(reg_logits)
-    probs = ops.softmax(ops.reshape(reg_logits, tuple(shape[:-1]) + (4, reg_max + 1)), axis=-1)
-    return ops.max(probs, axis=-1)
-
-
-def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections):
+def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections, indices=None):
     """Class-wise NMS of one image. scores ``[N, C]``, payload ``[N, 4 + K]``
-    (the box, then K per-point values carried along)."""
+    (the box, then K per-point values carried along), optional ``indices``
+    int32 ``[N]`` carried along too (-1 on padding); returns ``(payload [D, 4 + K],
+    scores [D], labels [D], count)``, then ``indices [D]`` if given."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
     top_scores, top_idx = tf.math.top_k(flat_scores, k=tf.shape(flat_scores)[0])
@@ -147,7 +139,10 @@ def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detec
     out_payload = tf.where(valid[:, None], tf.gather(cand_payload, selected), 0.0)
     out_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
     out_labels = tf.where(valid, tf.gather(labels, selected), -1)
-    return out_payload, out_scores, tf.cast(out_labels, tf.int32), count
+    out = (out_payload, out_scores, tf.cast(out_labels, tf.int32), count)
+    if indices is None:
+        return out
+    return out + (tf.where(valid, tf.gather(tf.gather(indices, point_idx), selected), -1),)
 
 
 def postprocess_detections(
@@ -159,6 +154,7 @@ def postprocess_detections(
     iou_threshold=0.6,
     max_detections=100,
     point_features=None,
+    return_point_indices=False,
 ):
     """Turns dense joint scores and decoded boxes into final detections.
 
@@ -173,37 +169,43 @@ def postprocess_detections(
         num_level_points: python ints, points per level.
         point_features: optional ``[B, A, K]`` per-point values (e.g. the
             ``edge_confidence``) returned for each detection.
+        return_point_indices: also return each detection's point index.
     Returns:
         dict with ``boxes [B, D, 4]``, ``scores [B, D]``, ``labels`` int32
         ``[B, D]`` (contiguous class index, -1 on padding), ``num_detections``
         int32 ``[B]``, with ``D = max_detections``, sorted by descending score; and
-        ``point_features [B, D, K]`` (zeros on padding) if given.
+        ``point_features [B, D, K]`` (zeros on padding) if given; and
+        ``point_indices`` int32 ``[B, D]`` if ``return_point_indices``: the
+        detection's row in ``cls_scores`` / ``boxes`` (the point's flat index
+        over all levels), -1 on padding.
     """
     cls_scores = tf.cast(tf.convert_to_tensor(cls_scores), tf.float32)
     payload = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     if point_features is not None:
         payload = tf.concat([payload, tf.cast(point_features, tf.float32)], axis=-1)
-    scores, cand_payload = _select_candidates(cls_scores, payload, num_level_points, pre_nms_top_k)
+    scores, cand_payload, cand_indices = _select_candidates(
+        cls_scores, payload, num_level_points, pre_nms_top_k, with_indices=return_point_indices
+    )
     width = payload.shape[-1]
+    inputs = (scores, cand_payload) + ((cand_indices,) if return_point_indices else ())
 
     def per_image(args):
-        return _nms_single_image(args[0], args[1], score_threshold, iou_threshold, max_detections)
+        return _nms_single_image(args[0], args[1], score_threshold, iou_threshold, max_detections, *args[2:])
 
     if cls_scores.shape[0] == 1:
         # A static batch of one (TFLite, ONNX): no loop in the graph.
-        out = [t[None] for t in per_image((scores[0], cand_payload[0]))]
+        out = [t[None] for t in per_image([t[0] for t in inputs])]
     else:
-        out = tf.map_fn(
-            per_image,
-            (scores, cand_payload),
-            fn_output_signature=(
-                tf.TensorSpec([max_detections, width], tf.float32),
-                tf.TensorSpec([max_detections], tf.float32),
-                tf.TensorSpec([max_detections], tf.int32),
-                tf.TensorSpec([], tf.int32),
-            ),
+        signature = (
+            tf.TensorSpec([max_detections, width], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
         )
-    out_payload, out_scores, out_labels, counts = out
+        if return_point_indices:
+            signature += (tf.TensorSpec([max_detections], tf.int32),)
+        out = tf.map_fn(per_image, inputs, fn_output_signature=signature)
+    out_payload, out_scores, out_labels, counts = out[:4]
     result = {
         "boxes": out_payload[..., :4],
         "scores": out_scores,
@@ -212,6 +214,8 @@ def postprocess_detections(
     }
     if point_features is not None:
         result["point_features"] = out_payload[..., 4:]
+    if return_point_indices:
+        result["point_indices"] = out[4]
     return result
 
 

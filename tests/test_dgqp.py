@@ -7,8 +7,8 @@ import numpy as np
 import numpy_reference as ref
 import pytest
 
+from keras_gfocal.distributions import sorted_top_k, sorting_network
 from keras_gfocal.layers import DGQP
-from keras_gfocal.layers.dgqp import sorted_top_k, sorting_network
 
 RTOL = 1e-5
 ATOL = 1e-6

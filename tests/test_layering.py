@@ -22,6 +22,7 @@ LAYERS = (
             "keras_gfocal.schedules",
             "keras_gfocal.visualize",
             "keras_gfocal.checkpoints",
+            "keras_gfocal.distributions",
         ),
     ),
     (

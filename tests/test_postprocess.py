@@ -510,3 +510,76 @@ def test_postprocess_graph_outputs_have_static_shapes(batch):
         "num_detections": [batch],
         "point_features": [batch, 7, 2],
     }
+
+
+# ---------------------------------------------------------------------------
+# point indices
+# ---------------------------------------------------------------------------
+
+
+def _run_dynamic_with_indices(scores, boxes, counts, **kw):
+    """``_run_dynamic`` with ``return_point_indices``: every level's size a tensor."""
+    import tensorflow as tf
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, scores.shape[-1]], tf.float32),
+            tf.TensorSpec([None, None, 4], tf.float32),
+            tf.TensorSpec([len(counts)], tf.int32),
+        ]
+    )
+    def run(s, b, c):
+        return pp.postprocess_detections(s, b, [c[i] for i in range(len(counts))], return_point_indices=True, **kw)
+
+    return {k: to_np(v) for k, v in run(scores, boxes, np.asarray(counts, np.int32)).items()}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_postprocess_point_indices_name_each_detections_point(batch, dynamic):
+    # The box, and the score of the detected class, at the returned point index are the detection's;
+    # the detections are those of the reference (the level cut to 20 points matters here).
+    rng = np.random.default_rng(70 + batch)
+    _, _, counts = ref.make_points(64, 64)  # [64, 16, 4, 1, 1]
+    scores, boxes = _random_case(rng, counts, batch=batch, num_classes=3)
+    kw = dict(pre_nms_top_k=20, max_detections=40)
+    exp = ref.postprocess_detections(scores, boxes, counts, **kw)
+    if dynamic:
+        out = _run_dynamic_with_indices(scores, boxes, counts, **kw)
+    else:
+        out = {
+            k: to_np(v)
+            for k, v in pp.postprocess_detections(scores, boxes, counts, return_point_indices=True, **kw).items()
+        }
+    index = out["point_indices"]
+    assert index.shape == (batch, 40) and index.dtype == np.int32
+    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
+    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
+    for b in range(batch):
+        n = int(out["num_detections"][b])
+        assert n > 0
+        np.testing.assert_array_equal(index[b, n:], -1)
+        assert np.all((index[b, :n] >= 0) & (index[b, :n] < sum(counts)))
+        np.testing.assert_array_equal(out["boxes"][b, :n], boxes[b, index[b, :n]])
+        np.testing.assert_array_equal(out["scores"][b, :n], scores[b, index[b, :n], out["labels"][b, :n]])
+    # some detections come from beyond the first level, where the level offset counts
+    assert np.any(index >= counts[0])
+
+
+def test_postprocess_point_indices_are_off_by_default_and_change_nothing_else():
+    rng = np.random.default_rng(80)
+    _, _, counts = ref.make_points(64, 64)
+    scores, boxes = _random_case(rng, counts, batch=2, num_classes=3)
+    features = rng.uniform(size=boxes.shape[:2] + (2,)).astype(np.float32)
+    plain = pp.postprocess_detections(scores, boxes, counts, point_features=features, pre_nms_top_k=20)
+    assert set(plain) == {"boxes", "scores", "labels", "num_detections", "point_features"}
+    both = pp.postprocess_detections(
+        scores, boxes, counts, point_features=features, pre_nms_top_k=20, return_point_indices=True
+    )
+    assert set(both) == set(plain) | {"point_indices"}
+    for key in plain:
+        np.testing.assert_array_equal(to_np(both[key]), to_np(plain[key]))
+    n = to_np(both["num_detections"])
+    index = to_np(both["point_indices"])
+    for b in range(2):
+        np.testing.assert_array_equal(to_np(both["point_features"])[b, : n[b]], features[b, index[b, : n[b]]])

@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from keras_gfocal.analysis.numbers import match_detections, softmax
+from keras_gfocal.analysis.numbers import match_detections
+from keras_gfocal.distributions import edge_confidence_np
 
 
 def load_model(model):
@@ -59,13 +60,10 @@ def collect_positive_predictions(
         ``num_detections`` (all final detections), ``iou_floor``,
         ``score_threshold``, ``image_size``.
     """
-    import tensorflow as tf
-
-    from keras_gfocal import postprocess
     from keras_gfocal.data import make_dataset
     from keras_gfocal.export.graphs import model_image_size
 
-    if not hasattr(model, "head") or not hasattr(model, "points"):
+    if not hasattr(model, "decode") or not hasattr(model, "points"):
         raise TypeError(f"collect_positive_predictions needs a GFocalDetector, got {type(model).__name__}.")
     image_size = model_image_size(model, image_size)
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
@@ -96,25 +94,12 @@ def collect_positive_predictions(
     for images, targets, meta in batches:
         outputs = model(images, training=False)
         h, w = int(images.shape[1]), int(images.shape[2])
-        points, point_strides, counts = model.points(h, w)
-        reg_logits = tf.cast(outputs["reg_logits"], tf.float32)
-        boxes = postprocess.decode_boxes(points, point_strides, reg_logits, (h, w), reg_max)
-        batch, num_points = int(reg_logits.shape[0]), int(reg_logits.shape[1])
-        # Carry each point's index through NMS to read its per-point values back.
-        index = tf.broadcast_to(tf.range(num_points, dtype=tf.float32)[None, :, None], [batch, num_points, 1])
-        det = postprocess.postprocess_detections(
-            outputs["cls_scores"],
-            boxes,
-            counts,
-            pre_nms_top_k=model.pre_nms_top_k,
-            score_threshold=threshold,
-            iou_threshold=model.iou_threshold,
-            max_detections=model.max_detections,
-            point_features=index,
-        )
+        points, point_strides, _ = model.points(h, w)
+        # The model's own decoding, each detection with the point it comes from.
+        det = model.decode(images, outputs, score_threshold=threshold, return_point_indices=True)
         det = {k: np.asarray(v) for k, v in det.items()}
-        cls_scores = np.asarray(outputs["cls_scores"], np.float32)
-        reg_np = np.asarray(reg_logits)
+        reg_np = np.asarray(outputs["reg_logits"], np.float32)
+        batch = int(reg_np.shape[0])
         points_np, strides_np = np.asarray(points), np.asarray(point_strides)
         gt_boxes_all, gt_labels_all = np.asarray(targets["boxes"]), np.asarray(targets["labels"])
         image_ids, scales = np.asarray(meta["image_id"]), np.asarray(meta["scale"])
@@ -131,12 +116,10 @@ def collect_positive_predictions(
             keep = gt_index >= 0
             if not np.any(keep):
                 continue
-            point = np.rint(det["point_features"][i, :n, 0]).astype(np.int64)[keep]
-            labels = det_labels[keep]
-            logits = reg_np[i, point].reshape(-1, 4, num_bins)
-            joint = cls_scores[i, point, labels]
+            point = det["point_indices"][i, :n][keep]
+            joint = det["scores"][i, :n][keep]
             if model.dgqp:
-                quality = np.asarray(model.head.quality(reg_np[i, point]), np.float32)[:, 0]
+                quality = np.asarray(model.localization_quality(reg_np[i, point]), np.float32)[:, 0]
                 cls_alone = joint / np.maximum(quality, 1e-12)
                 rows["quality"].append(quality)
             else:
@@ -144,13 +127,14 @@ def collect_positive_predictions(
             rows["iou"].append(iou[keep])
             rows["cls_score"].append(cls_alone)
             rows["joint_score"].append(joint)
-            rows["edge_top1"].append(softmax(logits.astype(np.float64)).max(axis=-1))
-            rows["labels"].append(labels)
+            # float64, from the same logits as the float32 ``edge_confidence`` of the detections
+            rows["edge_top1"].append(edge_confidence_np(reg_np[i, point], reg_max))
+            rows["labels"].append(det_labels[keep])
             rows["boxes"].append(det["boxes"][i, :n][keep])
             rows["gt_boxes"].append(gt_boxes_all[i][gt_index[keep]])
             rows["points"].append(points_np[point])
             rows["strides"].append(strides_np[point])
-            rows["reg_logits"].append(logits)
+            rows["reg_logits"].append(reg_np[i, point].reshape(-1, 4, num_bins))
             rows["image_ids"].append(np.full(len(point), image_ids[i], np.int64))
             rows["scales"].append(np.full(len(point), scales[i], np.float32))
 

@@ -3,7 +3,8 @@ plots of each signal against the real IoU, and edge distributions beside their b
 
 import numpy as np
 
-from keras_gfocal.analysis.numbers import pearson_or_none, softmax
+from keras_gfocal.analysis.numbers import pearson_or_none
+from keras_gfocal.distributions import softmax_np
 
 
 def _figure(figsize):
@@ -100,7 +101,7 @@ def distribution_figure(
         raise ValueError("distribution_figure needs at least one prediction.")
     logits = np.asarray(reg_logits, np.float64).reshape(k, 4, -1)
     num_bins = logits.shape[-1]
-    probs = softmax(logits)
+    probs = softmax_np(logits)
     if isinstance(images, np.ndarray) and images.ndim == 3:
         images = [images] * k
     if len(images) != k:

@@ -3,11 +3,14 @@
 * ``pearson`` / ``pearson_or_none``: the correlation coefficient;
 * ``box_iou_matrix``, ``match_detections``: each detection's best same-class
   ground truth and its IoU;
-* ``softmax``: over the bins of each edge distribution;
+* ``softmax``: over the bins of each edge distribution
+  (``keras_gfocal.distributions.softmax_np``, re-exported);
 * ``correlations``: Pearson r of the real IoU with each of ``SIGNALS``.
 """
 
 import numpy as np
+
+from keras_gfocal.distributions import softmax_np as softmax  # noqa: F401  (re-exported)
 
 #: Names of the signals whose correlation with the IoU is measured.
 SIGNALS = ("dgqp_quality", "cls_score", "joint_score", "edge_top1_mean")
@@ -90,13 +93,6 @@ def match_detections(det_boxes, det_labels, gt_boxes, gt_labels, iou_floor=0.1):
     best_iou = np.maximum(iou[np.arange(n), best], 0.0)
     matched = (best_iou >= iou_floor) & (best_iou > 0.0)
     return np.where(matched, best, -1).astype(np.int64), best_iou
-
-
-def softmax(logits):
-    """Softmax over the last axis (NumPy), e.g. over the bins of each edge distribution."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def correlations(results):

@@ -17,6 +17,8 @@ Every setting comes from the export's metadata (``postprocessing``).
 
 import numpy as np
 
+from keras_gfocal.distributions import edge_probabilities_np, expectation_np
+
 
 def prior_points(canvas_size, strides):
     """``(points [A, 2] xy, point_strides [A], counts per level)`` for a canvas ``(Hp, Wp)``."""
@@ -32,10 +34,8 @@ def prior_points(canvas_size, strides):
 
 def decode(reg_logits, points, point_strides, canvas_size, reg_max=16):
     """``reg_logits [A, 4 (reg_max + 1)]`` -> ``(boxes [A, 4] xyxy, edge top-1 [A, 4])``."""
-    logits = reg_logits.reshape(-1, 4, reg_max + 1).astype(np.float64)
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)
-    distances = (probs @ np.arange(reg_max + 1)) * point_strides[:, None]
+    probs = edge_probabilities_np(np.asarray(reg_logits).reshape(-1, 4 * (reg_max + 1)), reg_max)
+    distances = expectation_np(probs) * point_strides[:, None]
     boxes = np.concatenate([points - distances[:, :2], points + distances[:, 2:]], axis=1)
     h, w = canvas_size
     return np.clip(boxes, 0, [w, h, w, h]).astype(np.float32), probs.max(axis=-1).astype(np.float32)

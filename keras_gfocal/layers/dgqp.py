@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_gfocal.distributions import distribution_statistics, top_k_probabilities
+
 STATISTICS_SCOPE = "distribution_statistics"
 
 
@@ -16,92 +18,6 @@ def normal_init():
     return keras.initializers.RandomNormal(stddev=0.01)
 
 
-def sorting_network(n):
-    """Comparators ``(i, j)``, ``i < j``, that sort ``n`` wires when each puts the larger value on ``i``.
-
-    Batcher's odd-even merge sort on the next power of two, without the
-    comparators that touch the missing wires (they would hold -inf and never
-    move). For 4 wires: the optimal 5 comparators.
-    """
-    size = 1
-    while size < n:
-        size *= 2
-    pairs = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return [(a, b) for a, b in pairs if b < n]
-
-
-def bitonic_network(n):
-    """Comparators that sort a bitonic sequence of ``n`` (a power of two) wires, larger first."""
-    pairs, half = [], n // 2
-    while half >= 1:
-        pairs += [(i, i + half) for i in range(n) if (i // half) % 2 == 0]
-        half //= 2
-    return pairs
-
-
-def _apply(wires, comparators):
-    """Compare-exchange: the larger value to the first wire, the smaller to the second."""
-    wires = list(wires)
-    for i, j in comparators:
-        wires[i], wires[j] = ops.maximum(wires[i], wires[j]), ops.minimum(wires[i], wires[j])
-    return wires
-
-
-def sorted_top_k(values, k):
-    """The ``k`` largest entries of the last axis, largest first: what
-    ``ops.top_k(values, k, sorted=True)[0]`` returns, with MAXIMUM, MINIMUM,
-    slices and concatenations only (every value is one of the inputs, so the
-    result is exact, ties included).
-
-    The ``n`` entries are read as ``k`` columns of ``g = n // k`` entries
-    (column ``i`` holds entries ``i * g .. i * g + g - 1``): a sorting network
-    across the columns sorts the ``g`` groups ``{j, g + j, 2g + j, ...}`` at
-    once; then pairs of groups merge, half of the groups against the other
-    half, keeping the top ``k`` (the elementwise maximum of one sorted group
-    and the other reversed holds the ``k`` largest of both, as a bitonic
-    sequence, which a bitonic network sorts); the ``n - k g`` entries left
-    over are inserted one by one. For ``k = 4`` of 17 bins: 63 ops (21 slices,
-    25 MAXIMUM, 16 MINIMUM, one concatenation), whatever the number of rows.
-
-    Args:
-        values: ``[..., n]``.
-        k: ``1 <= k <= n``.
-    Returns:
-        ``[..., k]``.
-    """
-    n = values.shape[-1]
-    groups = n // k
-    columns = [values[..., i * groups : (i + 1) * groups] for i in range(k)]
-    columns = _apply(columns, sorting_network(k))
-    merge = bitonic_network(k) if k & (k - 1) == 0 else sorting_network(k)
-    width = groups
-    while width > 1:
-        half = width // 2
-        merged = [ops.maximum(columns[i][..., :half], columns[k - 1 - i][..., half : 2 * half]) for i in range(k)]
-        merged = _apply(merged, merge)
-        if width % 2:  # the odd group waits for the next round
-            merged = [ops.concatenate([m, c[..., 2 * half :]], axis=-1) for m, c in zip(merged, columns)]
-        columns, width = merged, half + width % 2
-    for j in range(k * groups, n):  # insertion of the entries left over
-        value = values[..., j : j + 1]
-        for i in range(k):
-            if i < k - 1:
-                columns[i], value = ops.maximum(columns[i], value), ops.minimum(columns[i], value)
-            else:
-                columns[i] = ops.maximum(columns[i], value)
-    return ops.concatenate(columns, axis=-1) if k > 1 else columns[0]
-
-
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class DGQP(keras.layers.Layer):
     """Predicts localisation quality from the shape of the edge distributions.
@@ -113,7 +29,7 @@ class DGQP(keras.layers.Layer):
     Dense(1) -> sigmoid`` (the reference's two 1x1 convs).
 
     Built for the TFLite GPU delegate: the top-k is a compare-exchange network
-    of MAXIMUM/MINIMUM ops (``sorted_top_k``), exact, instead of TOPK_V2; the
+    of MAXIMUM/MINIMUM ops (``keras_gfocal.distributions.sorted_top_k``), exact, instead of TOPK_V2; the
     mean, linear in the top-k values, is folded into the hidden layer's
     weights (its kernel row for the mean, divided by ``topk``, added to the
     rows of the values it averages) instead of a MEAN over channels; the two
@@ -156,18 +72,12 @@ class DGQP(keras.layers.Layer):
         """``[..., 4, topk]``: each edge's top-k probabilities, largest first."""
         # Full-int8 TFLite keeps the ops named STATISTICS_SCOPE in float (`export.tflite`).
         with keras.name_scope(STATISTICS_SCOPE):
-            reg_logits = ops.cast(reg_logits, "float32")
-            shape = ops.shape(reg_logits)
-            probs = ops.softmax(ops.reshape(reg_logits, tuple(shape[:-1]) + (4, self.reg_max + 1)), axis=-1)
-            return sorted_top_k(probs, self.topk)
+            return top_k_probabilities(ops.cast(reg_logits, "float32"), self.reg_max, self.topk)
 
     def statistics(self, reg_logits):
         """The ``[..., 4 * (topk + add_mean)]`` features the MLP reads (the reference's layout)."""
-        top = self._top_k(reg_logits)
-        if self.add_mean:
-            top = ops.concatenate([top, ops.mean(top, axis=-1, keepdims=True)], axis=-1)
-        shape = ops.shape(reg_logits)
-        return ops.reshape(top, tuple(shape[:-1]) + (self.num_features,))
+        with keras.name_scope(STATISTICS_SCOPE):
+            return distribution_statistics(ops.cast(reg_logits, "float32"), self.reg_max, self.topk, self.add_mean)
 
     def _hidden_kernel(self):
         """The hidden kernel over the top-k values alone, the mean's rows folded in."""
