@@ -24,7 +24,10 @@ setup(
         "viz": ["matplotlib>=3.8", "ipywidgets>=8"],
         "export": ["tf2onnx>=1.16", "ai-edge-litert>=1.2"],
         "test": [
-            "pytest>=8",
+            # pytest 9.2's structured node ids break pytest-xdist's --dist loadgroup
+            # (pytest-dev/pytest-xdist#1386): tests would be spread without their groups.
+            "pytest>=8,<9.2",
+            "pytest-xdist>=3.6",
             "ruff==0.17.6",
             "matplotlib>=3.8",
             "tf2onnx>=1.16",

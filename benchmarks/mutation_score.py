@@ -83,7 +83,8 @@ def run_module(module: str, tests: list[str], exe: Path, keep: bool, children: i
             f"only_mutate=keras_gfocal/{module}.py\n"
             "pytest_add_cli_args_test_selection=\n"
             + "".join(f"    {t}\n" for t in tests)
-            + "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n"
+            # -n 0: in one process (pytest.ini asks pytest-xdist for a worker a core).
+            + "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n    -n\n    0\n"
             # Fork each mutant from a server that has only imported the tests: forked from mutmut's
             # main process, which has run TensorFlow ops, a worker can deadlock in TF's thread pools.
             + "process_isolation=forkserver\n"

@@ -165,7 +165,7 @@ def _check_02_deploy(nb, work_dir):
     for fmt in formats:
         row = rf"^{fmt} +-?\d\.\d{{3}} +-?\d\.\d{{3}} +-?\d\.\d{{3}} "  # name, AP, AP50, AP75
         assert re.search(row, table, re.M), f"no row for {fmt}:\n{table}"
-    assert _num_pictures(_cell(nb, "plt.subplots(len(show_images)")) == 1  # images x formats in one figure
+    assert _num_pictures(_cell(nb, "len(show_images), len(detectors)")) == 1  # images x formats in one figure
     assert (work_dir / "deploy" / "formats.png").is_file()
     serving = _stream_text(_cell(nb, '"signature_name": "detect_bytes"'))
     assert "docker run -p 8501:8501" in serving
