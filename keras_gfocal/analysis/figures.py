@@ -110,8 +110,6 @@ def distribution_figure(
     points = None if points is None else np.asarray(points, np.float64).reshape(k, 2)
     strides = None if strides is None else np.asarray(strides, np.float64).reshape(k)
 
-    from matplotlib.patches import Rectangle
-
     fig = _figure((16.0, 2.9 * k + (0.4 if title else 0.0)))
     axes = fig.subplots(k, 5, squeeze=False, gridspec_kw={"width_ratios": [1.3, 1, 1, 1, 1]})
     bins = np.arange(num_bins)
@@ -131,31 +129,10 @@ def distribution_figure(
         ax = axes[row, 0]
         if x1 > x0 and y1 > y0:
             ax.imshow(image[y0:y1, x0:x1], extent=(x0, x1, y1, y0), interpolation="nearest")
-        ax.add_patch(
-            Rectangle(
-                box[:2],
-                box[2] - box[0],
-                box[3] - box[1],
-                fill=False,
-                edgecolor="red",
-                linewidth=1.8,
-                label="prediction",
-            )
-        )
+
+        ax.add_patch(_outline(box, edgecolor="red", linewidth=1.8, label="prediction"))
         if gt_boxes is not None:
-            g = gt_boxes[row]
-            ax.add_patch(
-                Rectangle(
-                    g[:2],
-                    g[2] - g[0],
-                    g[3] - g[1],
-                    fill=False,
-                    edgecolor="lime",
-                    linewidth=1.5,
-                    linestyle="--",
-                    label="ground truth",
-                )
-            )
+            ax.add_patch(_outline(gt_boxes[row], edgecolor="lime", linewidth=1.5, linestyle="--", label="ground truth"))
         if points is not None:
             ax.plot(points[row, 0], points[row, 1], "o", color="yellow", markersize=4, markeredgecolor="black")
         ax.set_xlim(x0, x1)
@@ -194,3 +171,10 @@ def distribution_figure(
         fig.suptitle(title, fontsize=11)
     fig.savefig(out_path, dpi=100)
     return out_path
+
+
+def _outline(xyxy, **style):
+    """An unfilled matplotlib rectangle over an ``[x1, y1, x2, y2]`` box."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(xyxy[:2], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1], fill=False, **style)
