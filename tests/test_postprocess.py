@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
+import tensorflow as tf
 
 from keras_gfocal import postprocess as pp
 
@@ -583,3 +584,12 @@ def test_postprocess_point_indices_are_off_by_default_and_change_nothing_else():
     index = to_np(both["point_indices"])
     for b in range(2):
         np.testing.assert_array_equal(to_np(both["point_features"])[b, : n[b]], features[b, index[b, : n[b]]])
+
+
+def test_labels_to_category_ids_maps_each_label_and_keeps_padding():
+    labels = np.array([[2, 0, -1], [1, -1, -1]], np.float32)  # cast to int whatever comes in
+    got = pp.labels_to_category_ids(labels, [1, 7, 90])
+    assert got.dtype == tf.int32
+    np.testing.assert_array_equal(got.numpy(), [[90, 1, -1], [7, -1, -1]])
+    # without a dataset's ids the ids are the labels
+    np.testing.assert_array_equal(pp.labels_to_category_ids(labels, None).numpy(), labels.astype(np.int32))

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
+from gradient_check import input_and_weight_gradients
 
 from keras_gfocal.distributions import sorted_top_k, sorting_network
 from keras_gfocal.layers import DGQP
@@ -292,12 +293,10 @@ def test_dgqp_gradients_equal_the_top_k_formulation():
     x = tf.constant(rng.normal(0, 2.0, size=(2, 9, 68)).astype(np.float32))
     layer.set_weights(random_weights(rng, 20, 64, x.numpy()))
     upstream = tf.constant(rng.normal(size=(2, 9, 1)).astype(np.float32))
-    grads = []
-    for fn in (layer, lambda t: _top_k_formulation(layer, t)):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(fn(x) * upstream)
-        grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+    grads = [
+        input_and_weight_gradients(fn, x, upstream, layer.trainable_weights)
+        for fn in (layer, lambda t: _top_k_formulation(layer, t))
+    ]
     for got, expected in zip(*grads):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
 
