@@ -70,18 +70,13 @@ def decode_boxes(points, point_strides, reg_logits, image_shape, reg_max=16):
     return ops.minimum(ops.maximum(boxes, 0.0), limits)
 
 
-def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k, with_indices=False):
-    """Per level, the ``pre_nms_top_k`` points with the highest max-class score.
-
-    Returns ``(scores [B, K, C], boxes [B, K, W], indices)``: ``indices`` int32
-    ``[B, K]``, each kept point's row in the inputs, if ``with_indices``, else None.
-    """
-    kept_scores, kept_boxes, kept_indices = [], [], []
+def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k):
+    """Per level, the ``pre_nms_top_k`` points with the highest max-class score."""
+    kept_scores, kept_boxes = [], []
     start = 0
     for n in num_level_points:
         level_scores = cls_scores[:, start : start + n]
         level_boxes = boxes[:, start : start + n]
-        idx = None
         if not isinstance(n, int):
             # A dynamic level size (inputs of varying height and width): the
             # same selection, decided in the graph.
@@ -98,22 +93,15 @@ def _select_candidates(cls_scores, boxes, num_level_points, pre_nms_top_k, with_
             _, idx = tf.math.top_k(tf.reduce_max(level_scores, axis=-1), k=pre_nms_top_k)
             level_scores = tf.gather(level_scores, idx, batch_dims=1)
             level_boxes = tf.gather(level_boxes, idx, batch_dims=1)
-        if with_indices:
-            if idx is None:  # every point of the level, in order
-                idx = tf.broadcast_to(tf.range(n)[None], tf.shape(level_scores)[:2])
-            kept_indices.append(tf.cast(idx, tf.int32) + tf.cast(start, tf.int32))
         kept_scores.append(level_scores)
         kept_boxes.append(level_boxes)
         start += n
-    indices = tf.concat(kept_indices, axis=1) if with_indices else None
-    return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1), indices
+    return tf.concat(kept_scores, axis=1), tf.concat(kept_boxes, axis=1)
 
 
-def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections, indices=None):
+def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detections):
     """Class-wise NMS of one image. scores ``[N, C]``, payload ``[N, 4 + K]``
-    (the box, then K per-point values carried along), optional ``indices``
-    int32 ``[N]`` carried along too (-1 on padding); returns ``(payload [D, 4 + K],
-    scores [D], labels [D], count)``, then ``indices [D]`` if given."""
+    (the box, then K per-point values carried along)."""
     num_classes = tf.shape(scores)[1]
     flat_scores = tf.reshape(scores, [-1])
     top_scores, top_idx = tf.math.top_k(flat_scores, k=tf.shape(flat_scores)[0])
@@ -139,10 +127,7 @@ def _nms_single_image(scores, payload, score_threshold, iou_threshold, max_detec
     out_payload = tf.where(valid[:, None], tf.gather(cand_payload, selected), 0.0)
     out_scores = tf.where(valid, tf.gather(top_scores, selected), 0.0)
     out_labels = tf.where(valid, tf.gather(labels, selected), -1)
-    out = (out_payload, out_scores, tf.cast(out_labels, tf.int32), count)
-    if indices is None:
-        return out
-    return out + (tf.where(valid, tf.gather(tf.gather(indices, point_idx), selected), -1),)
+    return out_payload, out_scores, tf.cast(out_labels, tf.int32), count
 
 
 def postprocess_detections(
@@ -183,29 +168,35 @@ def postprocess_detections(
     payload = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     if point_features is not None:
         payload = tf.concat([payload, tf.cast(point_features, tf.float32)], axis=-1)
-    scores, cand_payload, cand_indices = _select_candidates(
-        cls_scores, payload, num_level_points, pre_nms_top_k, with_indices=return_point_indices
-    )
+    if return_point_indices:
+        # Each point's row rides along as one more per-point value (float32 is
+        # exact for row numbers below 2**24).
+        shape = tf.shape(payload)
+        rows = tf.broadcast_to(tf.range(shape[1], dtype=tf.float32)[None, :, None], [shape[0], shape[1], 1])
+        payload = tf.concat([payload, rows], axis=-1)
+    scores, cand_payload = _select_candidates(cls_scores, payload, num_level_points, pre_nms_top_k)
     width = payload.shape[-1]
-    inputs = (scores, cand_payload) + ((cand_indices,) if return_point_indices else ())
 
     def per_image(args):
-        return _nms_single_image(args[0], args[1], score_threshold, iou_threshold, max_detections, *args[2:])
+        return _nms_single_image(args[0], args[1], score_threshold, iou_threshold, max_detections)
 
     if cls_scores.shape[0] == 1:
         # A static batch of one (TFLite, ONNX): no loop in the graph.
-        out = [t[None] for t in per_image([t[0] for t in inputs])]
+        out = [t[None] for t in per_image((scores[0], cand_payload[0]))]
     else:
-        signature = (
-            tf.TensorSpec([max_detections, width], tf.float32),
-            tf.TensorSpec([max_detections], tf.float32),
-            tf.TensorSpec([max_detections], tf.int32),
-            tf.TensorSpec([], tf.int32),
+        out = tf.map_fn(
+            per_image,
+            (scores, cand_payload),
+            fn_output_signature=(
+                tf.TensorSpec([max_detections, width], tf.float32),
+                tf.TensorSpec([max_detections], tf.float32),
+                tf.TensorSpec([max_detections], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ),
         )
-        if return_point_indices:
-            signature += (tf.TensorSpec([max_detections], tf.int32),)
-        out = tf.map_fn(per_image, inputs, fn_output_signature=signature)
-    out_payload, out_scores, out_labels, counts = out[:4]
+    out_payload, out_scores, out_labels, counts = out
+    if return_point_indices:
+        rows, out_payload = tf.cast(tf.round(out_payload[..., -1]), tf.int32), out_payload[..., :-1]
     result = {
         "boxes": out_payload[..., :4],
         "scores": out_scores,
@@ -215,7 +206,7 @@ def postprocess_detections(
     if point_features is not None:
         result["point_features"] = out_payload[..., 4:]
     if return_point_indices:
-        result["point_indices"] = out[4]
+        result["point_indices"] = tf.where(out_labels >= 0, rows, -1)
     return result
 
 
