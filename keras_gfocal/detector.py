@@ -312,24 +312,21 @@ class GFocalDetector(keras.Model):
         # (keras-team/keras#20585). One replica's batch has the same shapes
         # but for the batch axis, which building ignores.
         strategy = self._distribute_strategy
-        if iterator is not None and strategy is not None:
+        if iterator is not None:
             for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(batches))
+                data_batch = next(batches)
                 break
-            iterator = None
+            if strategy is not None:
+                data_batch = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], data_batch)
         if strategy is None:
             # Without a strategy Keras leaves building to the first trace of the
             # train step; the variables it then creates make TensorFlow trace
             # the whole step a second time (half of the first step's ~25 s on
             # the tiny model). Built here, the step is traced once.
-            if iterator is not None:
-                for _, _, batches in iterator:
-                    data_batch = next(batches)
-                    break
             if data_batch is not None:
                 self._build_before_tracing(data_batch)
             return None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     def _build_before_tracing(self, data_batch):
         images = data_batch[0] if isinstance(data_batch, (tuple, list)) else data_batch
