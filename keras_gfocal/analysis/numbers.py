@@ -3,14 +3,10 @@
 * ``pearson`` / ``pearson_or_none``: the correlation coefficient;
 * ``box_iou_matrix``, ``match_detections``: each detection's best same-class
   ground truth and its IoU;
-* ``softmax``: over the bins of each edge distribution
-  (``keras_gfocal.distributions.softmax_np``, re-exported);
 * ``correlations``: Pearson r of the real IoU with each of ``SIGNALS``.
 """
 
 import numpy as np
-
-from keras_gfocal.distributions import softmax_np as softmax  # noqa: F401  (re-exported)
 
 #: Names of the signals whose correlation with the IoU is measured.
 SIGNALS = ("dgqp_quality", "cls_score", "joint_score", "edge_top1_mean")

@@ -10,7 +10,6 @@ from keras_gfocal.analysis.numbers import (
     match_detections,
     pearson,
     pearson_or_none,
-    softmax,
 )
 
 
@@ -77,13 +76,6 @@ def test_pearson_or_none_where_undefined():
     assert pearson_or_none([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
     assert pearson_or_none([1.0], [2.0]) is None  # fewer than 2 points
     assert pearson_or_none([1, 2, 3], [4, 4, 4]) is None  # no variance
-
-
-def test_softmax_hand_values():
-    # exp(0), exp(ln 3) over their sum: 1/4, 3/4; a large shift changes nothing
-    np.testing.assert_allclose(
-        softmax(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0 + np.log(3.0)]])), [[0.25, 0.75], [0.25, 0.75]]
-    )
 
 
 def test_correlations_of_each_signal():
