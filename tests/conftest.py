@@ -40,4 +40,4 @@ def pytest_itemcollected(item):
 
 def pytest_collection_modifyitems(config, items):
     # The shared-model tests first (a stable sort: each group keeps its order).
-    items.sort(key=lambda item: _group(item) != SHARED_MODEL_GROUP)
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group").args[0] != SHARED_MODEL_GROUP)
