@@ -12,6 +12,7 @@ from keras_gfocal import distributions, postprocess
 from keras_gfocal.detection_loss import GFocalLoss, scale_for_replicas, validate_targets
 from keras_gfocal.layers import FPN, GFLHead
 from keras_gfocal.presets import preset_backbone, preset_config
+from keras_gfocal.schedules import reference_optimizer
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
@@ -272,21 +273,20 @@ class GFocalDetector(keras.Model):
     def compile(self, optimizer=None, **kwargs):
         """Compiles with the reference optimiser unless one is given.
 
-        Default: SGD, learning rate 0.01 (the reference's for a global batch of
-        16; use ``keras_gfocal.schedules.reference_schedule`` for warm-up, decay
-        and batch scaling), momentum 0.9, weight decay 1e-4. The losses are
+        Default: ``keras_gfocal.optimizers.TorchSGD`` (``torch.optim.SGD``'s
+        rule), learning rate 0.01 (the reference's for a global batch of 16;
+        use ``keras_gfocal.schedules.reference_schedule`` for warm-up, decay and
+        batch scaling), momentum 0.9, L2 weight decay 1e-4. The losses are
         built in (``compute_loss``); a ``loss`` argument is not needed.
         """
         if optimizer is None:
-            optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
+            optimizer = reference_optimizer(0.01)
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
         """Recompiles a loaded ``.keras`` file with its saved optimiser (and
         schedule), so that ``fit`` continues where training stopped."""
-        from keras_gfocal import schedules  # noqa: F401  registers the schedules
-
         try:
             config = keras.saving.deserialize_keras_object(config)
         except (TypeError, ValueError) as err:

@@ -1,7 +1,9 @@
-"""The reference learning-rate schedule: linear warm-up, then step decay."""
+"""The reference learning-rate schedule (linear warm-up, then step decay) and its optimiser."""
 
 import keras
 from keras import ops
+
+from keras_gfocal.optimizers import TorchSGD
 
 REFERENCE_BASE_LR = 0.01
 REFERENCE_BATCH_SIZE = 16
@@ -13,8 +15,12 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     During warm-up (step ``t < warmup_steps``) the rate is
     ``base_lr * (1 - (1 - t / warmup_steps) * (1 - warmup_ratio))``, the
-    reference's linear warm-up; afterwards ``base_lr * decay_rate ** k`` with
-    ``k`` the number of boundaries passed.
+    reference's linear warm-up as the official code (mmcv 1.x) computes it;
+    afterwards ``base_lr * decay_rate ** k`` with ``k`` the number of
+    boundaries passed. (MMDetection 3.3's ``LinearLR`` instead reaches the full
+    rate at ``t = warmup_steps - 1``, up to 0.2 % higher during warm-up; the
+    official formula is kept.) ``t`` is the optimizer's iteration count, which
+    is 0 at the first step, as the reference's iteration counter.
 
     Args:
         base_lr: rate after warm-up.
@@ -70,10 +76,15 @@ def reference_schedule(steps_per_epoch, global_batch_size=16, decay_epochs=(8, 1
 
 
 def reference_optimizer(schedule, momentum=0.9, weight_decay=1e-4):
-    """SGD with momentum and weight decay, as the reference trains.
+    """The reference's optimiser: ``torch.optim.SGD(lr, momentum=0.9, weight_decay=1e-4)``.
 
-    Keras applies weight decay decoupled from the gradient (``w -= lr * wd * w``)
-    whereas torch's SGD adds ``wd * w`` to the gradient before momentum; at
-    these rates the two differ negligibly.
+    A ``keras_gfocal.optimizers.TorchSGD`` (L2 decay through the momentum, raw
+    gradients in the buffer), not Keras' ``SGD``, whose decoupled decay and
+    rate-scaled buffer moved the detector's weights a third as far over the
+    warm-up. Decay applies to every trainable weight.
+
+    Args:
+        schedule: a rate or schedule, e.g. ``reference_schedule(...)``.
+        momentum, weight_decay: torch's ``momentum`` and ``weight_decay``.
     """
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=momentum, weight_decay=weight_decay)
+    return TorchSGD(learning_rate=schedule, momentum=momentum, weight_decay=weight_decay)

@@ -20,6 +20,7 @@ LAYERS = (
             "keras_gfocal.image",
             "keras_gfocal.boxes",
             "keras_gfocal.schedules",
+            "keras_gfocal.optimizers",
             "keras_gfocal.visualize",
             "keras_gfocal.checkpoints",
             "keras_gfocal.distributions",
