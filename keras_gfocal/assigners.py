@@ -23,6 +23,17 @@ def atss_assign(anchors, num_level_anchors, gt_boxes, gt_valid, topk=9, anchor_v
     inside the box. An anchor positive for several boxes takes the one it
     overlaps most.
 
+    Ties. Two anchors at exactly the same distance from a box's centre can
+    compete for its last candidate place on a level (integer box corners make
+    this common): here the one with the lower index (the earlier point in
+    row-major order) is kept. The reference's ``torch.topk`` defines no order
+    among ties, and on the CPU it keeps the lower index for some level sizes
+    and the higher for others (seen with torch 2.14 at 20, 64, 320, 1280 and
+    5000 anchors: higher, lower, higher, higher, lower), so no fixed rule
+    matches it everywhere; one positive can differ. An anchor positive for
+    two boxes with exactly equal IoUs goes to the box listed first, as
+    ``torch.max`` documents for the reference's choice.
+
     Anchors flagged invalid by ``anchor_valid`` (those over an image's
     padding) take no part: per level only the valid ones are ranked
     (``n_l`` counts the valid anchors of the level), the IoU statistics are
