@@ -36,7 +36,7 @@ def _run(optimizer, w0, gradients):
     return seen
 
 
-def test_three_steps_with_a_changing_rate_equal_the_hand_computed_torch_values():
+def test_reference_optimizer_takes_the_hand_computed_torch_steps_with_a_changing_rate():
     # mu = 0.5, wd = 0.1, rates 0.1, 0.2, 0.4; w0 = [1, -2].
     # step 1: g' = [1, 0] + 0.1 w = [1.1, -0.2];            v = g' (first step)  = [1.1, -0.2]
     #         w = w - 0.1 v = [0.89, -1.98]
@@ -44,7 +44,8 @@ def test_three_steps_with_a_changing_rate_equal_the_hand_computed_torch_values()
     #         w = w - 0.2 v = [0.7622, -2.1204]
     # step 3: g' = [-1, 2] + 0.1 w = [-0.92378, 1.78796];   v = 0.5 v + g' = [-0.60428, 2.13896]
     #         w = w - 0.4 v = [1.003912, -2.975984]
-    optimizer = TorchSGD(learning_rate=_RateTable([0.1, 0.2, 0.4]), momentum=0.5, weight_decay=0.1)
+    optimizer = reference_optimizer(_RateTable([0.1, 0.2, 0.4]), momentum=0.5, weight_decay=0.1)
+    assert isinstance(optimizer, TorchSGD)
     steps = _run(optimizer, [1.0, -2.0], [[1.0, 0.0], [0.0, 1.0], [-1.0, 2.0]])
     np.testing.assert_allclose(steps[0], [0.89, -1.98], rtol=1e-6)
     np.testing.assert_allclose(steps[1], [0.7622, -2.1204], rtol=1e-6)

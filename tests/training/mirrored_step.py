@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from keras_gfocal import GFocalDetector
+from keras_gfocal.schedules import reference_optimizer
 
 SIZE = 64
 # One conv per head tower: the check is about replicas, and a smaller graph traces faster.
@@ -62,8 +63,9 @@ def one_step(strategy, weights, images, targets):
         model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, **MODEL)
         model.build((None, SIZE, SIZE, 3))
         model.set_weights(weights)
-        # Plain SGD: the weight change is exactly -lr x gradient.
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+        # The reference optimiser (TorchSGD) at rate 1: its first step is -(gradient + 1e-4 w),
+        # taken once from the gradient summed over the replicas.
+        model.compile(optimizer=reference_optimizer(1.0))
     before = [w.numpy().copy() for w in model.trainable_weights]
     ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
     history = model.fit(ds, epochs=1, verbose=0, shuffle=False)
