@@ -105,19 +105,19 @@ def _update_errors(model, state, before, fixture):
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
-def trained(request):
+def reference_run(request):
     fixture = _fixture(request.param)
     return (fixture, *_train_like_the_reference(fixture))
 
 
-def test_each_step_has_the_reference_losses(trained):
-    fixture, _, _, _, losses = trained
+def test_each_step_has_the_reference_losses(reference_run):
+    fixture, _, _, _, losses = reference_run
     relative = np.abs(losses - fixture["losses"]) / np.abs(fixture["losses"])
     assert relative.max() <= LOSS_RTOL, relative
 
 
-def test_the_same_weights_train_and_every_other_stays_as_it_was(trained):
-    fixture, model, _, before, _ = trained
+def test_the_same_weights_train_and_every_other_stays_as_it_was(reference_run):
+    fixture, model, _, before, _ = reference_run
     trainable = {id(v) for v in model.trainable_variables}
     keras_trained = sorted(key for key, variable, _ in gfocal_rows(model) if id(variable) in trainable)
     assert keras_trained == sorted(json.loads(str(fixture["trainable"])))
@@ -126,8 +126,8 @@ def test_the_same_weights_train_and_every_other_stays_as_it_was(trained):
         np.testing.assert_array_equal(variable.numpy(), before[id(variable)], err_msg=variable.path)
 
 
-def test_every_trained_weight_takes_the_reference_update(trained):
-    fixture, model, state, before, _ = trained
+def test_every_trained_weight_takes_the_reference_update(reference_run):
+    fixture, model, state, before, _ = reference_run
     errors = _update_errors(model, state, before, fixture)
     resolved = {k: e for k, e in errors.items() if e[1] >= RESOLVED_ULPS}
     unresolved = {k: e for k, e in errors.items() if e[1] < RESOLVED_ULPS}
