@@ -43,6 +43,7 @@ MODULES = {
     ],
     "distributions": ["tests/test_distributions.py"],
     "export/numpy_postprocess": ["tests/test_numpy_postprocess.py"],
+    "optimizers": ["tests/test_optimizers.py"],
 }
 
 

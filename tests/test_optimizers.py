@@ -93,9 +93,28 @@ def test_decay_alone_shrinks_a_weight_about_ten_times_as_fast_as_keras_sgd():
     assert 8.5 < np.log(got[0]) / np.log(keras_got[0]) < 10.0
 
 
-def test_no_momentum_and_no_decay_is_plain_gradient_descent():
-    steps = _run(TorchSGD(0.5, momentum=0.0, weight_decay=0.0), [1.0, 2.0], [[1.0, -1.0], [2.0, 0.0]])
+def test_no_momentum_and_no_decay_is_plain_gradient_descent_without_a_buffer():
+    optimizer = TorchSGD(0.5, momentum=0.0, weight_decay=0.0)
+    steps = _run(optimizer, [1.0, 2.0], [[1.0, -1.0], [2.0, 0.0]])
     np.testing.assert_allclose(steps[-1], [1.0 - 0.5 - 1.0, 2.0 + 0.5], rtol=1e-7)
+    assert optimizer.velocities == []  # no state to save beyond the step count
+
+
+def test_the_defaults_are_the_reference_settings():
+    optimizer = TorchSGD()
+    assert (float(optimizer.learning_rate), optimizer.momentum, optimizer.l2_weight_decay) == (
+        np.float32(0.01),
+        0.9,
+        1e-4,
+    )
+    assert optimizer.name == "torch_sgd" and optimizer.weight_decay is None
+
+
+def test_the_base_optimizer_arguments_still_apply():
+    # global_clipnorm 1 scales the gradient [3, 4] (norm 5) to [0.6, 0.8] before the rule.
+    optimizer = TorchSGD(1.0, momentum=0.0, weight_decay=0.0, global_clipnorm=1.0, name="clipped")
+    np.testing.assert_allclose(_run(optimizer, [0.0, 0.0], [[3.0, 4.0]])[0], [-0.6, -0.8], rtol=1e-6)
+    assert optimizer.name == "clipped"
 
 
 @pytest.mark.parametrize("kwargs", [{"momentum": 1.0}, {"momentum": -0.1}, {"weight_decay": -1e-4}])
