@@ -19,22 +19,30 @@ Tensors become C-contiguous NumPy arrays that honour the storage offset, size an
 transposed or sliced views come out right) and the storage's dtype: float32, float64, float16,
 bfloat16 (returned as float32: its bits are the top half of a float32), int64, int32, int16,
 int8, uint8, bool and complex. Several tensors viewing one storage each get their own copy.
-``nn.Parameter`` becomes a plain array.
+A tensor whose elements overlap in its storage (stride 0, as ``expand`` makes) is returned as
+a read-only strided view of the storage, never expanded. ``nn.Parameter`` becomes a plain array.
 
 Allowed globals: ``torch._utils._rebuild_tensor``, ``_rebuild_tensor_v2``,
 ``_rebuild_tensor_v3``, ``_rebuild_parameter``, ``_rebuild_parameter_with_state``; the
 ``torch.*Storage`` classes and ``torch.storage.UntypedStorage``; ``torch`` dtypes,
 ``torch.Size``, ``torch.device``; ``collections.OrderedDict``; ``builtins`` set, frozenset,
-complex, slice, bytearray; and ``_codecs.encode`` (how protocol 2 stores ``bytes``). The
-reader defends against code execution and out-of-bounds reads, not against a file that merely
-asks for a lot of memory.
+complex, slice, bytearray (from bytes or a latin-1 string, never from a count); and
+``_codecs.encode`` with the latin-1 codec only (how protocol 2 stores ``bytes``).
+
+A hostile file gets no more than a genuine one: besides running no code and reading nothing out
+of bounds, a load makes at most ``_BUDGET_FACTOR`` (16) times the file's size plus 16 MiB of
+data (zip entries are decompressed only as far as a storage needs), error messages hold only
+truncated reprs, shared references are walked once, nesting is capped at 64 levels and a state
+dict at a million entries. Every failure is one :class:`CheckpointError` that names the file.
 """
 
 import codecs
 import collections
+import contextvars
 import io
 import os
 import pickle
+import reprlib
 import struct
 import tarfile
 import zipfile
@@ -52,6 +60,47 @@ __all__ = [
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001
+
+#: A load may hold at most this many times the file's size in bytes it made (decompressed
+#: entries, decoded storages, tensor copies, objects built by the allowed globals) ...
+_BUDGET_FACTOR = 16
+#: ... plus this many bytes, so that a tiny file still gets room for its metadata.
+_BUDGET_FLOOR = 16 << 20
+#: Containers nested deeper than this are refused (real checkpoints nest a handful of levels).
+_MAX_DEPTH = 64
+#: A state dict with more entries than this is refused (an R50 detector has about 400).
+_MAX_ENTRIES = 1_000_000
+#: The one codec ``torch.save`` uses with ``_codecs.encode`` (protocol 2 ``bytes``).
+_LATIN1 = {"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1"}
+#: Compression methods a zip checkpoint may use: stored (what torch writes) and deflate.
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3
+for _attribute in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset", "maxdeque"):
+    setattr(_SHORT, _attribute, 4)
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+
+
+def _short(value, limit=200):
+    """A bounded ``repr`` of ``value`` for error messages (shared or huge data stays short).
+
+    Args:
+        value: any object read from a file.
+        limit: the most characters returned.
+    Returns:
+        ``str``: at most ``limit`` characters, ``...`` marking a cut.
+    """
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a stand-in's repr that fails: name the type only
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short_text(text, limit=300):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CheckpointError(ValueError):
@@ -82,6 +131,43 @@ class _Refused(Exception):
 
 class _Malformed(Exception):
     """Raised inside the unpickler; turned into CheckpointError with the path attached."""
+
+
+class _Budget:
+    """The bytes one load may make: ``_BUDGET_FACTOR`` times the file's size plus ``_BUDGET_FLOOR``.
+
+    Args:
+        file_size: the checkpoint's size in bytes.
+    """
+
+    def __init__(self, file_size):
+        self.file_size = file_size
+        self.limit = _BUDGET_FACTOR * file_size + _BUDGET_FLOOR
+        self.used = 0
+
+    def check(self, nbytes, what):
+        """Raise ``_Malformed`` if ``nbytes`` more would pass the limit (nothing is charged)."""
+        if self.used + nbytes > self.limit:
+            raise _Malformed(
+                f"{what} would bring the bytes this load made to {self.used + nbytes:,}, past the limit of "
+                f"{self.limit:,} ({_BUDGET_FACTOR} x the file's {self.file_size:,} bytes + {_BUDGET_FLOOR:,}); "
+                "no genuine checkpoint needs that much"
+            )
+
+    def charge(self, nbytes, what):
+        """Count ``nbytes`` made for ``what``; raise ``_Malformed`` past the limit."""
+        self.check(nbytes, what)
+        self.used += nbytes
+
+
+# The budget of the load in progress (a context variable, so concurrent loads keep their own).
+_CURRENT_BUDGET = contextvars.ContextVar("keras_gfocal_pth_budget", default=None)
+
+
+def _charge(nbytes, what):
+    budget = _CURRENT_BUDGET.get()
+    if budget is not None:
+        budget.charge(nbytes, what)
 
 
 # ----------------------------------------------------------------------------- dtypes, storages
@@ -209,17 +295,21 @@ class _Storage:
         if dtype.name in self._decoded:
             return self._decoded[dtype.name]
         if self.raw is None:
-            raise _Malformed(f"storage {self.key!r} has no data")
+            raise _Malformed(f"storage {_short(self.key)} has no data")
         raw_dtype = dtype._storage_dtype
         if self.byteorder == "big" and raw_dtype.itemsize > 1:
             raw_dtype = raw_dtype.newbyteorder(">")
         count = len(self.raw) // raw_dtype.itemsize
         values = np.frombuffer(self.raw, dtype=raw_dtype, count=count)
         if dtype.name == "bfloat16":
+            _charge(8 * count, f"decoding bfloat16 storage {_short(self.key)}")
             values = (values.astype(np.uint32) << 16).view(np.float32)
         elif dtype.name == "bool":
+            _charge(count, f"decoding bool storage {_short(self.key)}")
             values = values != 0
         else:
+            if not raw_dtype.isnative:
+                _charge(len(self.raw), f"byte-swapping storage {_short(self.key)}")
             values = values.astype(raw_dtype.newbyteorder("="), copy=False)
         values.flags.writeable = False
         self._decoded[dtype.name] = values
@@ -243,6 +333,8 @@ class _TensorRef:
         raise _Malformed("the pickle tries to set the state of a tensor")
 
     def materialise(self):
+        """The tensor as an array: a C-contiguous copy, or, when its elements overlap in the
+        storage (stride 0, ``expand``), a read-only view of the storage (never expanded)."""
         size, stride, offset = _check_geometry(self.offset, self.size, self.stride)
         data = self.storage.array(self.dtype)
         if any(s == 0 for s in size):
@@ -250,13 +342,33 @@ class _TensorRef:
         last = offset + sum((n - 1) * st for n, st in zip(size, stride))
         if last >= data.shape[0]:
             raise _Malformed(
-                f"tensor of size {size}, stride {stride}, offset {offset} reads past the end of "
+                f"tensor of size {_short(size)}, stride {_short(stride)}, offset {offset} reads past the end of "
                 f"its storage ({data.shape[0]} elements)"
             )
         view = np.lib.stride_tricks.as_strided(
             data[offset:], shape=size, strides=tuple(st * data.itemsize for st in stride), writeable=False
         )
+        if _overlaps(size, stride):
+            return view  # read-only, no bigger in memory than the storage it views
+        _charge(view.nbytes, f"copying a tensor of size {_short(size)}")
         return np.array(view, order="C")
+
+
+def _overlaps(size, stride):
+    """Whether two indices of a tensor of ``size`` / ``stride`` reach one storage element.
+
+    Args:
+        size, stride: tuples of non-negative ints, no size 0.
+    Returns:
+        ``bool``: False when every element is distinct (then a copy is no bigger than the part
+        of the storage it covers).
+    """
+    extent = 0  # the span, in elements, of the dimensions already checked, less one
+    for n, st in sorted((pair for pair in zip(size, stride) if pair[0] > 1), key=lambda pair: pair[1]):
+        if st <= extent:
+            return True
+        extent += (n - 1) * st
+    return False
 
 
 def _int_tuple(value, what):
@@ -265,13 +377,13 @@ def _int_tuple(value, what):
     if not isinstance(value, tuple) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
     ):
-        raise _Malformed(f"bad tensor {what}: {value!r}")
+        raise _Malformed(f"bad tensor {what}: {_short(value)}")
     return value
 
 
 def _check_geometry(storage_offset, size, stride):
     if not isinstance(storage_offset, int) or isinstance(storage_offset, bool) or storage_offset < 0:
-        raise _Malformed(f"bad storage offset {storage_offset!r}")
+        raise _Malformed(f"bad storage offset {_short(storage_offset)}")
     size = _int_tuple(size, "size")
     stride = _int_tuple(stride, "stride")
     if len(size) != len(stride):
@@ -293,7 +405,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, *_ignored):
     if not isinstance(dtype, TorchDtype):
-        raise _Malformed(f"_rebuild_tensor_v3 with dtype {dtype!r}")
+        raise _Malformed(f"_rebuild_tensor_v3 with dtype {_short(dtype)}")
     return _tensor(storage, storage_offset, size, stride, dtype)
 
 
@@ -304,13 +416,44 @@ def _rebuild_parameter(data, *_ignored):
 
 
 def _codecs_encode(text, encoding="utf-8", *_ignored):
+    """``_codecs.encode`` as protocol 2 uses it for ``bytes``: latin-1 only (other codecs, e.g.
+    punycode, can take quadratic time)."""
     if not isinstance(text, str) or not isinstance(encoding, str):
         raise _Malformed("_codecs.encode with non-string arguments")
-    return codecs.encode(text, encoding)
+    if encoding.lower() not in _LATIN1:
+        raise _Malformed(f"_codecs.encode with codec {_short(encoding)} (torch writes only latin1)")
+    _charge(len(text), "_codecs.encode")
+    return codecs.encode(text, "latin1")
+
+
+def _bytearray(source=b"", encoding=None, *_ignored):
+    """``bytearray`` as pickles rebuild one: from bytes, or from a latin-1 string (protocol 2);
+    never from a count (``bytearray(n)`` would allocate whatever the file asks)."""
+    if isinstance(source, str) and isinstance(encoding, str) and encoding.lower() in _LATIN1:
+        _charge(len(source), "bytearray")
+        return bytearray(source, "latin1")
+    if isinstance(source, (bytes, bytearray)) and encoding is None:
+        _charge(len(source), "bytearray")
+        return bytearray(source)
+    raise _Malformed("bytearray from anything but bytes or a latin-1 string")
+
+
+def _sized(function, what):
+    """``function`` (``set``, ``frozenset``, ``tuple``) on a list or tuple, with its size charged."""
+
+    def build(values=()):
+        if not isinstance(values, (list, tuple, set, frozenset)):
+            raise _Malformed(f"{what} of a {type(values).__name__}")
+        _charge(8 * len(values) + 64, what)
+        return function(values)
+
+    return build
 
 
 def _torch_device(*args):
-    return ":".join(str(a) for a in args)
+    if len(args) > 2 or not all(isinstance(a, (str, int)) and not isinstance(a, bool) for a in args):
+        raise _Malformed("torch.device with arguments other than a name and an index")
+    return ":".join(_short_text(a, 40) for a in args)
 
 
 class _SafeCallable(_Frozen):
@@ -328,7 +471,7 @@ class _SafeCallable(_Frozen):
         except (_Malformed, _Refused):
             raise
         except Exception as error:  # a bad argument list written into the pickle
-            raise _Malformed(f"{self._name}{args!r}: {error}") from None
+            raise _Malformed(f"{self._name}{_short(args)}: {_short_text(error, 200)}") from None
 
     def __repr__(self):
         return f"<stand-in for {self._name}>"
@@ -340,14 +483,14 @@ _SAFE_FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "Size"): lambda values=(): tuple(values),
+    ("torch", "Size"): _sized(tuple, "torch.Size"),
     ("torch", "device"): _torch_device,
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    ("builtins", "set"): _sized(set, "set"),
+    ("builtins", "frozenset"): _sized(frozenset, "frozenset"),
     ("builtins", "complex"): complex,
     ("builtins", "slice"): slice,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytearray,
     ("_codecs", "encode"): _codecs_encode,
 }
 _SAFE_GLOBALS = {key: _SafeCallable(fn, ".".join(key)) for key, fn in _SAFE_FUNCTIONS.items()}
@@ -406,7 +549,7 @@ class UnresolvedObject:
         self.items.extend(values)
 
     def __repr__(self):
-        return f"<unresolved {self.global_name}{self.args!r}>"
+        return f"<unresolved {self.global_name}{_short(self.args)}>"
 
 
 # ----------------------------------------------------------------------------- the unpickler
@@ -433,7 +576,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if self._persistent is None:
-            raise _Malformed(f"unexpected persistent id {pid!r}")
+            raise _Malformed(f"unexpected persistent id {_short(pid)}")
         return self._persistent(pid)
 
 
@@ -444,52 +587,59 @@ def _decode(value):
 def _storage_pid(pid, legacy):
     """Check a storage persistent id; return (key, dtype, numel, view) ."""
     if not isinstance(pid, tuple) or not pid:
-        raise _Malformed(f"bad persistent id {pid!r}")
+        raise _Malformed(f"bad persistent id {_short(pid)}")
     typename = _decode(pid[0])
     if typename != "storage":
-        raise _Malformed(f"persistent id of kind {typename!r} (only tensor storages are supported)")
+        raise _Malformed(f"persistent id of kind {_short(typename)} (only tensor storages are supported)")
     expected = 6 if legacy else 5
     if len(pid) != expected:
-        raise _Malformed(f"bad storage persistent id {pid!r}")
+        raise _Malformed(f"bad storage persistent id {_short(pid)}")
     storage_type, key, _location, numel = pid[1:5]
     view = pid[5] if legacy else None
     if not isinstance(storage_type, _StorageType):
-        raise _Malformed(f"storage of type {storage_type!r}")
+        raise _Malformed(f"storage of type {_short(storage_type)}")
     if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-        raise _Malformed(f"bad storage size {numel!r}")
+        raise _Malformed(f"bad storage size {_short(numel)}")
+    if not isinstance(key, (str, bytes)):
+        raise _Malformed(f"bad storage key {_short(key)}")
     return _decode(key), storage_type.dtype, numel, view
 
 
-def _resolve(obj, memo):
+def _resolve(obj, memo, depth=0):
     """Replace every tensor reference in ``obj`` (containers walked in place) by its array.
 
     ``memo`` maps ``id(original)`` to ``(original, result)``; holding the original keeps its id
-    from being reused by a new object during the walk.
+    from being reused by a new object during the walk. Each object is walked once however often
+    the pickle shares it, and nesting deeper than ``_MAX_DEPTH`` is refused.
     """
     key = id(obj)
     if key in memo:
         return memo[key][1]
+    if depth > _MAX_DEPTH:
+        raise _Malformed(f"containers nested more than {_MAX_DEPTH} deep")
+    depth += 1
     if isinstance(obj, _TensorRef):
         result = obj.materialise()
     elif isinstance(obj, _Storage):
+        _charge(len(obj.raw or b""), f"copying storage {_short(obj.key)}")
         result = np.array(obj.array())
     elif isinstance(obj, dict):
         memo[key] = (obj, obj)
         for k in list(obj):
-            obj[k] = _resolve(obj[k], memo)
+            obj[k] = _resolve(obj[k], memo, depth)
         return obj
     elif isinstance(obj, list):
         memo[key] = (obj, obj)
-        obj[:] = [_resolve(v, memo) for v in obj]
+        obj[:] = [_resolve(v, memo, depth) for v in obj]
         return obj
     elif type(obj) is tuple:
         memo[key] = (obj, obj)  # a cycle back to this tuple keeps the original
-        result = tuple(_resolve(v, memo) for v in obj)
+        result = tuple(_resolve(v, memo, depth) for v in obj)
     elif isinstance(obj, UnresolvedObject):
         memo[key] = (obj, obj)
-        object.__setattr__(obj, "args", _resolve(obj.args, memo))
-        object.__setattr__(obj, "state", _resolve(obj.state, memo))
-        obj.items[:] = [_resolve(v, memo) for v in obj.items]
+        object.__setattr__(obj, "args", _resolve(obj.args, memo, depth))
+        object.__setattr__(obj, "state", _resolve(obj.state, memo, depth))
+        obj.items[:] = [_resolve(v, memo, depth) for v in obj.items]
         return obj
     else:
         return obj
@@ -498,11 +648,33 @@ def _resolve(obj, memo):
 
 
 # ----------------------------------------------------------------------------- the two formats
-def _load_zip(handle, name, allow_unknown_globals):
+def _read_entry(archive, entry, nbytes, budget):
+    """At most ``nbytes`` of zip entry ``entry`` (``nbytes`` None: all of it), charged to ``budget``.
+
+    Only the bytes asked for are decompressed. Encrypted entries and compression methods other
+    than stored and deflate are refused before any byte is read.
+    """
+    info = archive.getinfo(entry)
+    if info.flag_bits & 0x1:
+        raise _Malformed(f"zip entry {_short(entry)} is encrypted")
+    if info.compress_type not in _ZIP_METHODS:
+        raise _Malformed(
+            f"zip entry {_short(entry)} uses compression method {info.compress_type} "
+            "(a checkpoint is stored or deflated)"
+        )
+    want = info.file_size if nbytes is None else nbytes
+    budget.check(want, f"zip entry {_short(entry)} ({want:,} bytes)")
+    with archive.open(info) as stream:
+        raw = stream.read(want)
+    budget.charge(len(raw), f"zip entry {_short(entry)}")
+    return raw
+
+
+def _load_zip(handle, name, allow_unknown_globals, budget):
     try:
         archive = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
-        raise CheckpointError(f"{name}: truncated or corrupt zip archive ({error})") from None
+        raise CheckpointError(f"{name}: truncated or corrupt zip archive ({_short_text(error)})") from None
     with archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -513,9 +685,9 @@ def _load_zip(handle, name, allow_unknown_globals):
         prefix = pickles[0][: -len("data.pkl")]
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            byteorder = _read_entry(archive, prefix + "byteorder", 16, budget).decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
-                raise CheckpointError(f"{name}: unknown byte order {byteorder!r}")
+                raise CheckpointError(f"{name}: unknown byte order {_short(byteorder)}")
         storages = {}
 
         def persistent_load(pid):
@@ -523,33 +695,32 @@ def _load_zip(handle, name, allow_unknown_globals):
             if key in storages:
                 return storages[key]
             entry = f"{prefix}data/{key}"
-            try:
-                raw = archive.read(entry)
-            except KeyError:
-                raise _Malformed(f"missing storage entry {entry!r}") from None
+            if entry not in names:
+                raise _Malformed(f"missing storage entry {_short(entry)}")
             nbytes = numel * dtype._storage_dtype.itemsize
+            raw = _read_entry(archive, entry, nbytes, budget)
             if len(raw) < nbytes:
-                raise _Malformed(f"storage {entry!r} holds {len(raw)} bytes, {nbytes} expected")
+                raise _Malformed(f"storage {_short(entry)} holds {len(raw)} bytes, {nbytes} expected")
             storage = _Storage(key, dtype, numel, byteorder)
-            storage.raw = raw[:nbytes]
+            storage.raw = raw
             storages[key] = storage
             return storage
 
-        data = archive.read(pickles[0])
+        data = _read_entry(archive, pickles[0], None, budget)
         unpickler = _RestrictedUnpickler(io.BytesIO(data), persistent_load, allow_unknown_globals)
         return unpickler.load()
 
 
-def _load_legacy(handle, name, allow_unknown_globals):
+def _load_legacy(handle, name, allow_unknown_globals, budget):
     def plain():
         return _RestrictedUnpickler(handle, None, allow_unknown_globals).load()
 
     magic = plain()
-    if magic != _MAGIC_NUMBER:
+    if type(magic) is not int or magic != _MAGIC_NUMBER:
         raise CheckpointError(f"{name}: a pickle, but not a PyTorch checkpoint (no torch magic number)")
     version = plain()
-    if version != _PROTOCOL_VERSION:
-        raise CheckpointError(f"{name}: unsupported legacy protocol version {version!r}")
+    if type(version) is not int or version != _PROTOCOL_VERSION:
+        raise CheckpointError(f"{name}: unsupported legacy protocol version {_short(version)}")
     plain()  # system info; storages are little-endian whatever it says (see below)
     roots = {}
     views = {}
@@ -560,12 +731,14 @@ def _load_legacy(handle, name, allow_unknown_globals):
         if storage is None:
             storage = roots[key] = _Storage(key, dtype, numel)
         elif storage.dtype != dtype:
-            raise _Malformed(f"storage {key!r} used with two dtypes")
+            raise _Malformed(f"storage {_short(key)} used with two dtypes")
         if view is None:
             return storage
         if not isinstance(view, tuple) or len(view) != 3:
-            raise _Malformed(f"bad storage view {view!r}")
+            raise _Malformed(f"bad storage view {_short(view)}")
         view_key, offset, view_numel = _decode(view[0]), view[1], view[2]
+        if not isinstance(view_numel, int) or isinstance(view_numel, bool) or view_numel < 0:
+            raise _Malformed(f"bad storage view size {_short(view_numel)}")
         if view_key not in views:
             views[view_key] = (_Storage(view_key, dtype, view_numel), storage, offset)
         return views[view_key][0]
@@ -581,26 +754,36 @@ def _load_legacy(handle, name, allow_unknown_globals):
         storage = roots[key]
         header = handle.read(8)
         if len(header) != 8:
-            raise CheckpointError(f"{name}: truncated (storage {key!r} missing)")
+            raise CheckpointError(f"{name}: truncated (storage {_short(key)} missing)")
         # torch writes the element count and the data little-endian on every machine.
         (count,) = struct.unpack("<q", header)
         if count != storage.numel:
-            raise CheckpointError(f"{name}: storage {key!r} has {count} elements, {storage.numel} expected")
+            raise CheckpointError(f"{name}: storage {_short(key)} has {count} elements, {storage.numel} expected")
         nbytes = count * storage.dtype._storage_dtype.itemsize
+        if nbytes > budget.file_size:  # read() would allocate what the file claims before reading
+            raise CheckpointError(
+                f"{name}: truncated (storage {_short(key)} needs {nbytes:,} bytes; the file has {budget.file_size:,})"
+            )
+        budget.charge(nbytes, f"storage {_short(key)}")
         raw = handle.read(nbytes)
         if len(raw) != nbytes:
-            raise CheckpointError(f"{name}: truncated (storage {key!r} has {len(raw)} of {nbytes} bytes)")
+            raise CheckpointError(f"{name}: truncated (storage {_short(key)} has {len(raw)} of {nbytes} bytes)")
         storage.raw = raw
     for view, root, offset in views.values():
         itemsize = root.dtype._storage_dtype.itemsize
         if not isinstance(offset, int) or offset < 0 or offset + view.numel > root.numel:
-            raise CheckpointError(f"{name}: storage view {view.key!r} out of range")
-        view.raw = root.raw[offset * itemsize : (offset + view.numel) * itemsize]
+            raise CheckpointError(f"{name}: storage view {_short(view.key)} out of range")
+        view.raw = memoryview(root.raw)[offset * itemsize : (offset + view.numel) * itemsize]
     return result
 
 
 def load_pth(path, allow_unknown_globals=False):
     """Load a ``torch.save`` file (zip or legacy format) with every tensor as a NumPy array.
+
+    Whatever the file holds, nothing from it is imported or called, the load makes at most
+    ``16 x`` the file's size ``+ 16 MiB`` of data (decompressed entries, decoded storages,
+    tensor copies), containers nest at most 64 deep, and every failure is one
+    :class:`CheckpointError` naming the file.
 
     Args:
         path: a file path (``str`` / ``os.PathLike``) or a seekable binary file object.
@@ -613,12 +796,15 @@ def load_pth(path, allow_unknown_globals=False):
 
     Returns:
         The saved object (dicts, ``OrderedDict``, lists, tuples, scalars, strings) with tensors
-        and parameters as C-contiguous ``np.ndarray`` (bfloat16 as float32).
+        and parameters as C-contiguous ``np.ndarray`` (bfloat16 as float32); a tensor whose
+        elements overlap in its storage (stride 0, e.g. ``expand``) comes back as a read-only
+        strided view of that storage instead of being expanded.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         UnsafeCheckpointError: the pickle names a global that a plain checkpoint never needs.
-        CheckpointError: the file is not a torch checkpoint, or is truncated or corrupt.
+        CheckpointError: the file is not a torch checkpoint, is truncated, corrupt or malformed,
+            or asks for more memory or nesting than the limits above.
     """
     if hasattr(path, "read"):
         return _load_handle(path, getattr(path, "name", "<stream>"), allow_unknown_globals)
@@ -632,21 +818,29 @@ def load_pth(path, allow_unknown_globals=False):
 
 
 def _load_handle(handle, name, allow_unknown_globals):
-    start = handle.tell()
-    head = handle.read(512)
-    handle.seek(start)
+    name = _short_text(name, 300)
+    try:
+        start = handle.tell()
+        file_size = handle.seek(0, os.SEEK_END) - start
+        handle.seek(start)
+        head = handle.read(512)
+        handle.seek(start)
+    except OSError as error:
+        raise CheckpointError(f"{name}: cannot be read ({_short_text(error)})") from None
+    budget = _Budget(file_size)
+    token = _CURRENT_BUDGET.set(budget)
     try:
         if head[:4] == b"PK\x03\x04":
-            result = _load_zip(handle, name, allow_unknown_globals)
+            result = _load_zip(handle, name, allow_unknown_globals, budget)
         elif len(head) >= 262 and head[257:262] == b"ustar" and tarfile.is_tarfile(handle):
             raise CheckpointError(f"{name}: a pre-1.0 tar-format torch checkpoint, which is not supported")
         elif not head[:1] == b"\x80":
             raise CheckpointError(f"{name}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
         else:
-            result = _load_legacy(handle, name, allow_unknown_globals)
+            result = _load_legacy(handle, name, allow_unknown_globals, budget)
         return _resolve(result, {})
     except _Refused as refused:
-        shown = refused.global_name
+        shown = _short_text(refused.global_name, 200)
         module, _, attr = shown.partition(".")
         if module in _MODULE_ALIASES:
             shown = f"{shown} ({_MODULE_ALIASES[module]}.{attr})"
@@ -658,38 +852,54 @@ def _load_handle(handle, name, allow_unknown_globals):
             path=name,
         ) from None
     except _Malformed as error:
-        raise CheckpointError(f"{name}: corrupt or unsupported checkpoint: {error}") from None
+        raise CheckpointError(f"{name}: corrupt or unsupported checkpoint: {_short_text(error)}") from None
     except CheckpointError:
         raise
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        struct.error,
-        zipfile.BadZipFile,
-        RecursionError,
-        MemoryError,
-        OverflowError,
-        UnicodeDecodeError,
-    ) as error:
-        raise CheckpointError(f"{name}: truncated or corrupt checkpoint ({type(error).__name__}: {error})") from None
+    except Exception as error:  # the boundary: whatever the bytes made go wrong
+        # Everything the parsers below can raise on bad bytes (pickle, zipfile, zlib, struct,
+        # NumPy, the recursion and memory limits) is a property of the file: one line, no traceback.
+        raise CheckpointError(
+            f"{name}: truncated or corrupt checkpoint ({type(error).__name__}: {_short_text(error)})"
+        ) from None
+    finally:
+        _CURRENT_BUDGET.reset(token)
 
 
-def _flatten(tree, prefix, out, name):
-    for key, value in tree.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f"{name}: state-dict key {key!r} is not a string")
-        full = prefix + key
-        if isinstance(value, np.ndarray):
-            out[full] = value
-        elif isinstance(value, dict):
-            _flatten(value, full + ".", out, name)
+def _flatten(tree, name):
+    """``tree``'s tensors as ``{dotted key: array}``, walked as a graph.
+
+    A dict met a second time (shared or cyclic) is refused, never walked again; so are nesting
+    deeper than ``_MAX_DEPTH`` and more than ``_MAX_ENTRIES`` entries.
+    """
+    out = {}
+    seen = {id(tree)}
+    stack = [(iter(tree.items()), "", 0)]
+    while stack:
+        items, prefix, depth = stack[-1]
+        for key, value in items:
+            if not isinstance(key, str):
+                raise CheckpointError(f"{name}: state-dict key {_short(key)} is not a string")
+            full = prefix + key
+            if isinstance(value, np.ndarray):
+                out[full] = value
+                if len(out) > _MAX_ENTRIES:
+                    raise CheckpointError(f"{name}: the state dict has more than {_MAX_ENTRIES:,} entries")
+            elif isinstance(value, dict):
+                if id(value) in seen:
+                    raise CheckpointError(
+                        f"{name}: state-dict entry {_short(full)} is a dict met before (shared or cyclic)"
+                    )
+                if depth + 1 > _MAX_DEPTH:
+                    raise CheckpointError(f"{name}: the state dict nests more than {_MAX_DEPTH} deep")
+                seen.add(id(value))
+                stack.append((iter(value.items()), full + ".", depth + 1))
+                break
+            else:
+                raise CheckpointError(
+                    f"{name}: state-dict entry {_short(full)} is a {type(value).__name__}, not a tensor"
+                )
         else:
-            raise CheckpointError(f"{name}: state-dict entry {full!r} is a {type(value).__name__}, not a tensor")
+            stack.pop()
     return out
 
 
@@ -709,20 +919,23 @@ def read_state_dict(path, allow_unknown_globals=False):
         ``"meta"`` entry, or None.
 
     Raises:
-        CheckpointError: no state dict found, or an entry is not a tensor; and everything
+        CheckpointError: no state dict found, an entry is not a tensor, a dict is shared or
+        cyclic, nesting is deeper than 64 or there are over a million entries; and everything
         :func:`load_pth` raises.
     """
     name = getattr(path, "name", "<stream>") if hasattr(path, "read") else os.fspath(path)
+    name = _short_text(name, 300)
     loaded = load_pth(path, allow_unknown_globals=allow_unknown_globals)
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{name}: holds a {type(loaded).__name__}, not a dict of tensors")
     meta = loaded.get("meta") if isinstance(loaded.get("meta"), dict) else None
     for wrapper in ("state_dict", "model"):
         if isinstance(loaded.get(wrapper), dict):
-            return _flatten(loaded[wrapper], "", {}, name), meta
+            return _flatten(loaded[wrapper], name), meta
     if loaded and all(isinstance(v, (np.ndarray, dict)) for v in loaded.values()):
-        return _flatten(loaded, "", {}, name), None
+        return _flatten(loaded, name), None
+    keys = [_short_text(k, 40) for k in list(loaded)[:10]]
     raise CheckpointError(
-        f"{name}: no state dict found (top-level keys: {sorted(map(str, loaded))[:10]}); "
+        f"{name}: no state dict found (top-level keys: {keys}); "
         "expected a 'state_dict' or 'model' entry, or a bare state dict"
     )
