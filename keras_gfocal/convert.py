@@ -7,11 +7,38 @@ weights; ``gfocal convert`` is its command.
 
 import os
 
-from keras_gfocal.checkpoints import read_state_dict
+from keras_gfocal.checkpoints import CheckpointError, read_state_dict
 from keras_gfocal.checkpoints.coco80 import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
-from keras_gfocal.checkpoints.mmdet import classes_in_checkpoint, load_gfocal_weights
+from keras_gfocal.checkpoints.mmdet import MAX_CLASSES, classes_in_checkpoint, load_gfocal_weights
 from keras_gfocal.detector import GFocalDetector
 from keras_gfocal.presets import preset_config
+
+
+def _meta_class_names(meta, source):
+    """The checkpoint's ``meta["CLASSES"]`` as a list of ``str``, or None if it has none.
+
+    Args:
+        meta: the checkpoint's ``meta`` dict (or anything else read from the file).
+        source: the checkpoint's name, for messages.
+    Raises:
+        CheckpointError: ``meta`` or ``meta["CLASSES"]`` is not what MMDetection writes (a dict;
+            a list or tuple of at most ``MAX_CLASSES`` strings).
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: its meta is a {type(meta).__name__}, not a dict.")
+    names = meta.get("CLASSES")
+    if names is None:
+        return None
+    if (
+        not isinstance(names, (list, tuple))
+        or len(names) > MAX_CLASSES
+        or not all(isinstance(n, str) and len(n) <= 1000 for n in names)
+    ):
+        raise CheckpointError(
+            f"{source}: meta['CLASSES'] should be a list of at most {MAX_CLASSES:,} class names, "
+            f"is a {type(names).__name__}" + (f" of {len(names)}" if isinstance(names, (list, tuple)) else "") + "."
+        )
+    return list(names)
 
 
 def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_names=None, category_ids=None):
@@ -32,8 +59,12 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
         the ``GFocalDetector``, built for any input size; ``image_size`` None so
         evaluation and prediction use the reference's per-image test resize.
     Raises:
-        CheckpointMismatchError (a ValueError): missing or extra keys or
-            different shapes, the first few named; deformable-conv (DCN)
+        CheckpointError (a ValueError): the file cannot be read (see
+            ``keras_gfocal.checkpoints.read_state_dict``), or its ``meta`` is
+            malformed.
+        CheckpointMismatchError (a CheckpointError): missing or extra keys,
+            different shapes or ranks, a class count outside 1..10,000 or not
+            that of the head, the first few named; deformable-conv (DCN)
             models are named as such.
     """
     if isinstance(checkpoint, dict):
@@ -47,8 +78,10 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
     if class_names is None:
         if num_classes == len(COCO_CLASS_NAMES):
             class_names, category_ids = COCO_CLASS_NAMES, category_ids or COCO_CATEGORY_IDS
-        elif meta.get("CLASSES") is not None and len(meta["CLASSES"]) == num_classes:
-            class_names = meta["CLASSES"]
+        else:
+            names = _meta_class_names(meta, source)
+            if names is not None and len(names) == num_classes:
+                class_names = names
     if class_names is not None and category_ids is None:
         category_ids = range(1, num_classes + 1)
 

@@ -8,12 +8,15 @@ error names the first offending keys.
 
 import numpy as np
 
+from keras_gfocal.checkpoints.pth import CheckpointError
+
 #: How many offending keys an error names.
 _SHOWN = 5
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's keys or shapes do not fit the model."""
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's keys, shapes or values do not fit the model (a ``CheckpointError``,
+    hence a ``ValueError``)."""
 
 
 def conv_kernel(value):
@@ -53,6 +56,9 @@ def _named(keys, what):
 def assign_all(state_dict, rows, source, ignore=lambda key: key.endswith("num_batches_tracked")):
     """Assigns ``state_dict`` to variables along ``rows``, or raises naming what does not fit.
 
+    Shapes are compared before any value is converted to float32, so a broadcast (stride-0)
+    view of the wrong shape is refused without being expanded.
+
     Args:
         state_dict: ``{key: np.ndarray}``.
         rows: ``(key, keras.Variable, transform or None)`` triples.
@@ -60,7 +66,8 @@ def assign_all(state_dict, rows, source, ignore=lambda key: key.endswith("num_ba
         ignore: predicate for checkpoint keys that need no variable.
     Raises:
         CheckpointMismatchError: keys missing from the checkpoint, keys the
-            model has no place for, or shapes that differ, each named.
+            model has no place for, shapes or ranks that differ, or values that are
+            not real-valued arrays, each named.
     """
     problems = []
     missing = [key for key, _, _ in rows if key not in state_dict]
@@ -72,21 +79,31 @@ def assign_all(state_dict, rows, source, ignore=lambda key: key.endswith("num_ba
         problems.append(_named(extra, "not used by the model"))
     values = []
     wrong_shape = []
+    not_numbers = []
     for key, variable, transform in rows:
         if key not in state_dict:
             continue
-        value = np.asarray(state_dict[key], np.float32)
-        if transform is not None:
-            value = transform(value)
+        value = state_dict[key]
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiub":
+            not_numbers.append(f"{key} ({getattr(value, 'dtype', type(value).__name__)})")
+            continue
+        # Shapes first, float32 last: a broadcast view is checked before anything is copied.
+        try:
+            value = value if transform is None else transform(value)
+        except (ValueError, IndexError) as error:  # a transform meeting a rank it does not expect
+            wrong_shape.append(f"{key} {tuple(value.shape)} (model expects {tuple(variable.shape)}: {error})")
+            continue
         if tuple(value.shape) != tuple(variable.shape):
             if value.size == 1 and variable.shape == ():  # torch scalars saved as [1]
                 value = value.reshape(())
             else:
                 wrong_shape.append(f"{key} {tuple(state_dict[key].shape)} (model expects {tuple(variable.shape)})")
                 continue
-        values.append((variable, value))
+        values.append((variable, np.asarray(value, np.float32)))
     if wrong_shape:
         problems.append(_named(wrong_shape, "shapes that differ"))
+    if not_numbers:
+        problems.append(_named(not_numbers, "not real-valued tensors"))
     if problems:
         raise CheckpointMismatchError(f"{source} does not fit the model; " + "; ".join(problems) + ".")
     for variable, value in values:

@@ -10,6 +10,8 @@ torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
 background channel after the real classes; it is dropped.
 """
 
+import numpy as np
+
 from keras_gfocal.checkpoints.mapping import (
     CheckpointMismatchError,
     assign_all,
@@ -70,15 +72,53 @@ def needs_no_variable(key):
     return key.endswith("num_batches_tracked") or key == "bbox_head.integral.project"
 
 
+#: The most classes a converted head may have (COCO has 80, LVIS 1203): a class count read off
+#: a file is data, and a huge one would make TensorFlow allocate without bound.
+MAX_CLASSES = 10_000
+
+
 def classes_in_checkpoint(state_dict, source, dgqp, num_classes):
-    """``(num_classes, drop_background)`` read off ``gfl_cls``."""
+    """``(num_classes, drop_background)`` read off ``gfl_cls``, validated as data.
+
+    Args:
+        state_dict: ``{key: np.ndarray}`` in MMDetection's names.
+        source: the checkpoint's name, for messages.
+        dgqp: whether the preset is GFocalV2 (its official models carry a background channel).
+        num_classes: the class count asked for, or None to read it off the checkpoint.
+    Returns:
+        ``(num_classes, drop_background)``: an int in ``1..MAX_CLASSES`` and whether
+        ``gfl_cls`` has one channel more (the background channel, dropped on loading).
+    Raises:
+        CheckpointMismatchError: ``gfl_cls`` missing, of the wrong rank or dtype, weight and
+            bias disagreeing, a class count outside ``1..MAX_CLASSES``, or one that does not
+            fit ``num_classes``.
+    """
     key = "bbox_head.gfl_cls.bias"
     if key not in state_dict:
         raise CheckpointMismatchError(f"{source} has no {key}: it is not an MMDetection GFocal checkpoint.")
-    channels = int(state_dict[key].shape[0])
+    bias = state_dict[key]
+    if not isinstance(bias, np.ndarray) or bias.ndim != 1 or bias.dtype.kind != "f":
+        raise CheckpointMismatchError(
+            f"{source}: {key} should be a 1-D float tensor, is {getattr(bias, 'shape', type(bias).__name__)}"
+            f"{' ' + str(bias.dtype) if isinstance(bias, np.ndarray) else ''}."
+        )
+    channels = int(bias.shape[0])
+    weight = state_dict.get("bbox_head.gfl_cls.weight")
+    if isinstance(weight, np.ndarray) and (weight.ndim != 4 or weight.shape[0] != channels):
+        raise CheckpointMismatchError(
+            f"{source}: bbox_head.gfl_cls.weight {tuple(weight.shape)} does not fit {key} ({channels},)."
+        )
     if num_classes is None:
         # The official GFocalV2 models carry a background channel; MMDetection's GFLV1 models do not.
         num_classes = channels - 1 if dgqp else channels
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise CheckpointMismatchError(f"num_classes must be an int, got {type(num_classes).__name__}.")
+    num_classes = int(num_classes)
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise CheckpointMismatchError(
+            f"{source}: {key} has {channels} channels, i.e. {num_classes} classes; a head has 1 to "
+            f"{MAX_CLASSES:,} classes."
+        )
     if channels == num_classes + 1:
         return num_classes, True
     if channels == num_classes:
