@@ -108,17 +108,16 @@ def classes_in_checkpoint(state_dict, source, dgqp, num_classes):
         raise CheckpointMismatchError(
             f"{source}: bbox_head.gfl_cls.weight {tuple(weight.shape)} does not fit {key} ({channels},)."
         )
-    if num_classes is None:
+    asked = num_classes is not None
+    if not asked:
         # The official GFocalV2 models carry a background channel; MMDetection's GFLV1 models do not.
         num_classes = channels - 1 if dgqp else channels
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
         raise CheckpointMismatchError(f"num_classes must be an int, got {type(num_classes).__name__}.")
     num_classes = int(num_classes)
     if not 1 <= num_classes <= MAX_CLASSES:
-        raise CheckpointMismatchError(
-            f"{source}: {key} has {channels} channels, i.e. {num_classes} classes; a head has 1 to "
-            f"{MAX_CLASSES:,} classes."
-        )
+        what = f"num_classes={num_classes}" if asked else f"{key} has {channels} channels, i.e. {num_classes} classes"
+        raise CheckpointMismatchError(f"{source}: {what}; a head has 1 to {MAX_CLASSES:,} classes.")
     if channels == num_classes + 1:
         return num_classes, True
     if channels == num_classes:
