@@ -549,7 +549,8 @@ class UnresolvedObject:
         self.items.extend(values)
 
     def __repr__(self):
-        return f"<unresolved {self.global_name}{_short(self.args)}>"
+        # Not the arguments: they may hold this object again, and a repr must stay bounded.
+        return f"<unresolved {_short_text(self.global_name, 100)}, {len(self.args)} argument(s)>"
 
 
 # ----------------------------------------------------------------------------- the unpickler

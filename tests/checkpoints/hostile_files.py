@@ -238,3 +238,13 @@ def legacy_huge_storage():
     obj = checkpoint(dictionary([("w", tensor(storage("0", numel, "DoubleStorage", legacy=True), (1,), (1,)))]))
     keys = pickled(b"](" + text("0") + b"e")
     return magic + version + info + obj + keys + struct.pack("<q", numel)
+
+
+def self_referencing_unresolved():
+    """With ``allow_unknown_globals``: an unknown global's record ``T`` whose argument list holds
+    ``T`` four times, then a refused call on ``T``: a recursive repr would be exponential."""
+    empty = b"]" + put(0) + b"0"
+    record = glob("evil", "Thing") + tup(get(0)) + b"R" + put(1) + b"0"
+    fill = get(0) + b"(" + get(1) * 4 + b"e0"
+    refused = call(glob("builtins", "complex"), get(1))
+    return zipped(checkpoint(dictionary([("w", empty + record + fill + refused)])))
