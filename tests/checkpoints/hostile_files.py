@@ -212,7 +212,7 @@ def shared_dicts(levels=40):
     return zipped(checkpoint(ops))
 
 
-def deep_lists(depth=100_000):
+def deep_lists(depth=10_000):
     """A ``meta`` entry of lists nested ``depth`` deep (two bytes a level)."""
     return zipped(checkpoint(dictionary([]), b"]" * depth + b"a" * (depth - 1)))
 
