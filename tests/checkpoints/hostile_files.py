@@ -3,7 +3,8 @@
 Each builder returns the file's bytes. They are small (a few bytes to a few MB) and ask for
 what a hostile file asks for: gigabytes from a stride-0 tensor or a deflate bomb, exponential
 work from shared references, quadratic work from a codec, errors from a zip flag. Used by
-``test_hostile_pth.py`` (the reader) and ``test_convert_cli.py`` (the converter and the CLI).
+``test_hostile_pth.py`` (the reader) and ``test_convert_cli.py`` (the converter and the CLI);
+its opcode helpers also assemble ``test_pth.py``'s well-formed pickles.
 """
 
 import struct

@@ -10,9 +10,9 @@ globals) need no torch either.
 import io
 import os
 import pickle
-import struct
 import zipfile
 
+import hostile_files as pickle_ops
 import numpy as np
 import pytest
 
@@ -32,39 +32,9 @@ def expected():
 
 
 # ----------------------------------------------------------------------------- a pickle assembler
-def _global(module, name):
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _str(text):
-    raw = text.encode()
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _int(value):
-    return b"J" + struct.pack("<i", value)
-
-
-def _ints(values):
-    return b"(" + b"".join(_int(v) for v in values) + b"t"
-
-
 def _tensor(key, storage_class, numel, offset, size, stride):
     """The opcodes torch.save writes for one tensor (``_rebuild_tensor_v2`` on a storage)."""
-    storage = b"(" + _str("storage") + _global("torch", storage_class) + _str(key) + _str("cpu")
-    storage += _int(numel) + b"tQ"  # TUPLE, BINPERSID
-    hooks = _global("collections", "OrderedDict") + b")R"
-    args = b"(" + storage + _int(offset) + _ints(size) + _ints(stride) + b"\x89" + hooks + b"t"
-    return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
-
-
-def _dict(items):
-    """A pickled dict of ``(key, opcodes)`` pairs (the opcodes push one value each)."""
-    return b"}(" + b"".join(_str(k) + v for k, v in items) + b"u"
-
-
-def _pickle(body):
-    return b"\x80\x02" + body + b"."
+    return pickle_ops.tensor(pickle_ops.storage(key, numel, storage_class), size, stride, offset)
 
 
 def _zip_checkpoint(path, data_pkl, storages, byteorder="little"):
@@ -172,14 +142,21 @@ def test_a_file_object_reads_like_a_path(expected):
 
 # ----------------------------------------------------------------------------- assembled files
 def test_assembled_zip_checkpoint_reads(tmp_path):
-    path = _zip_checkpoint(tmp_path / "a.pth", _pickle(_dict(_small_state())), _small_storages())
+    path = _zip_checkpoint(
+        tmp_path / "a.pth", pickle_ops.pickled(pickle_ops.dictionary(_small_state())), _small_storages()
+    )
     state = load_pth(path)
     np.testing.assert_array_equal(state["conv.weight"], WEIGHT)
     assert state["bn.num_batches_tracked"] == 41
 
 
 def test_big_endian_storages_are_byte_swapped(tmp_path):
-    path = _zip_checkpoint(tmp_path / "big.pth", _pickle(_dict(_small_state())), _small_storages(">"), byteorder="big")
+    path = _zip_checkpoint(
+        tmp_path / "big.pth",
+        pickle_ops.pickled(pickle_ops.dictionary(_small_state())),
+        _small_storages(">"),
+        byteorder="big",
+    )
     state = load_pth(path)
     np.testing.assert_array_equal(state["conv.weight"], WEIGHT)
     assert state["conv.weight"].dtype == np.float32
@@ -188,31 +165,51 @@ def test_big_endian_storages_are_byte_swapped(tmp_path):
 
 def test_rebuild_tensor_v3_reinterprets_an_untyped_storage(tmp_path):
     values = np.array([1, 2, 65535], np.uint16)
-    storage = b"(" + _str("storage") + _global("torch.storage", "UntypedStorage") + _str("0")
-    storage += _str("cpu") + _int(values.nbytes) + b"tQ"
-    hooks = _global("collections", "OrderedDict") + b")R"
-    tensor = _global("torch._utils", "_rebuild_tensor_v3") + b"(" + storage + _int(0) + _ints((3,))
-    tensor += _ints((1,)) + b"\x89" + hooks + _global("torch", "uint16") + b"tR"
-    path = _zip_checkpoint(tmp_path / "v3.pth", _pickle(_dict([("u16", tensor)])), {"0": values.tobytes()})
+    storage = (
+        b"(" + pickle_ops.text("storage") + pickle_ops.glob("torch.storage", "UntypedStorage") + pickle_ops.text("0")
+    )
+    storage += pickle_ops.text("cpu") + pickle_ops.integer(values.nbytes) + b"tQ"
+    hooks = pickle_ops.glob("collections", "OrderedDict") + b")R"
+    tensor = (
+        pickle_ops.glob("torch._utils", "_rebuild_tensor_v3")
+        + b"("
+        + storage
+        + pickle_ops.integer(0)
+        + pickle_ops.tup(pickle_ops.integer(3))
+    )
+    tensor += pickle_ops.tup(pickle_ops.integer(1)) + b"\x89" + hooks + pickle_ops.glob("torch", "uint16") + b"tR"
+    path = _zip_checkpoint(
+        tmp_path / "v3.pth", pickle_ops.pickled(pickle_ops.dictionary([("u16", tensor)])), {"0": values.tobytes()}
+    )
     got = load_pth(path)["u16"]
     assert got.dtype == np.uint16
     np.testing.assert_array_equal(got, values)
 
 
 def test_read_state_dict_accepts_bare_and_model_checkpoints(tmp_path):
-    bare = _zip_checkpoint(tmp_path / "bare.pth", _pickle(_dict(_small_state())), _small_storages())
+    bare = _zip_checkpoint(
+        tmp_path / "bare.pth", pickle_ops.pickled(pickle_ops.dictionary(_small_state())), _small_storages()
+    )
     state, meta = read_state_dict(bare)
     assert list(state) == ["conv.weight", "bn.num_batches_tracked"] and meta is None
     np.testing.assert_array_equal(state["conv.weight"], WEIGHT)
 
-    wrapped = _pickle(_dict([("model", _dict(_small_state("head.weight"))), ("epoch", _int(3))]))
+    wrapped = pickle_ops.pickled(
+        pickle_ops.dictionary(
+            [("model", pickle_ops.dictionary(_small_state("head.weight"))), ("epoch", pickle_ops.integer(3))]
+        )
+    )
     state, meta = read_state_dict(_zip_checkpoint(tmp_path / "model.pth", wrapped, _small_storages()))
     assert list(state) == ["head.weight", "bn.num_batches_tracked"] and meta is None
     np.testing.assert_array_equal(state["head.weight"], WEIGHT)
 
 
 def test_read_state_dict_rejects_a_non_tensor_entry(tmp_path):
-    body = _pickle(_dict([("state_dict", _dict(_small_state() + [("note", _str("x"))]))]))
+    body = pickle_ops.pickled(
+        pickle_ops.dictionary(
+            [("state_dict", pickle_ops.dictionary(_small_state() + [("note", pickle_ops.text("x"))]))]
+        )
+    )
     path = _zip_checkpoint(tmp_path / "note.pth", body, _small_storages())
     with pytest.raises(CheckpointError, match="'note'.*not a tensor"):
         read_state_dict(path)
@@ -220,7 +217,9 @@ def test_read_state_dict_rejects_a_non_tensor_entry(tmp_path):
 
 def test_a_view_past_the_end_of_its_storage_is_refused(tmp_path):
     state = [("w", _tensor("0", "FloatStorage", 6, 1, (2, 3), (3, 1)))]  # needs 7 elements
-    path = _zip_checkpoint(tmp_path / "oob.pth", _pickle(_dict(state)), {"0": WEIGHT.tobytes()})
+    path = _zip_checkpoint(
+        tmp_path / "oob.pth", pickle_ops.pickled(pickle_ops.dictionary(state)), {"0": WEIGHT.tobytes()}
+    )
     with pytest.raises(CheckpointError, match="past the end") as error:
         load_pth(path)
     assert path in str(error.value)
@@ -228,7 +227,9 @@ def test_a_view_past_the_end_of_its_storage_is_refused(tmp_path):
 
 def test_a_storage_shorter_than_declared_is_refused(tmp_path):
     path = _zip_checkpoint(
-        tmp_path / "short.pth", _pickle(_dict(_small_state())), {"0": WEIGHT.tobytes()[:20], "1": COUNT.tobytes()}
+        tmp_path / "short.pth",
+        pickle_ops.pickled(pickle_ops.dictionary(_small_state())),
+        {"0": WEIGHT.tobytes()[:20], "1": COUNT.tobytes()},
     )
     with pytest.raises(CheckpointError, match="20 bytes"):
         load_pth(path)
@@ -292,8 +293,12 @@ def test_a_malicious_main_pickle_after_a_valid_legacy_header_is_refused(tmp_path
 
 def test_a_hand_written_os_system_global_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    body = _global("os", "system") + b"(" + _str(f"touch {marker}") + b"tR"
-    path = _zip_checkpoint(tmp_path / "os.pth", _pickle(_dict(_small_state() + [("x", body)])), _small_storages())
+    body = pickle_ops.glob("os", "system") + b"(" + pickle_ops.text(f"touch {marker}") + b"tR"
+    path = _zip_checkpoint(
+        tmp_path / "os.pth",
+        pickle_ops.pickled(pickle_ops.dictionary(_small_state() + [("x", body)])),
+        _small_storages(),
+    )
     with pytest.raises(UnsafeCheckpointError, match=r"os\.system") as error:
         load_pth(path)
     assert error.value.global_name == "os.system"
