@@ -31,6 +31,8 @@ input, so activations stay finite and of order one through ResNet-50, the FPN an
 (BatchNorm scales below one keep the 16 residual additions from blowing up).
 """
 
+import json
+import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -91,3 +93,18 @@ def seeded_state_dict(shapes: ShapeSpec) -> "dict[str, np.ndarray]":
 def seeded_image(shape: Sequence[int], seed: int) -> np.ndarray:
     """A float32 standard-normal tensor of ``shape`` (an already normalised NHWC image batch)."""
     return np.random.RandomState(seed).standard_normal(tuple(shape)).astype(np.float32)
+
+
+#: Where the reference fixtures live (``tests/fixtures/``).
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def load_fixture(name):
+    """``{array name: np.ndarray}`` of the reference fixture ``tests/fixtures/<name>`` (an ``.npz``)."""
+    with np.load(os.path.join(FIXTURES, name)) as data:
+        return {k: data[k] for k in data.files}
+
+
+def fixture_state_dict(fixture):
+    """The seeded state dict of the reference model a fixture was computed with (its ``shapes``)."""
+    return seeded_state_dict(json.loads(str(fixture["shapes"])))

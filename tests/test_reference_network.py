@@ -8,28 +8,15 @@ drawn by ``reference_weights.seeded_state_dict``. Here the same state dicts go
 through this package's converters, and the Keras outputs must match.
 """
 
-import json
-import os
-
 import numpy as np
 import pytest
-from reference_weights import seeded_state_dict
+from reference_weights import fixture_state_dict, load_fixture
 
 from keras_gfocal.checkpoints import CheckpointMismatchError, load_resnet_weights
 from keras_gfocal.convert import convert_checkpoint
 from keras_gfocal.layers import ResNetBackbone
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 RTOL = 1e-4
-
-
-def _fixture(name):
-    data = np.load(os.path.join(FIXTURES, name))
-    return {k: data[k] for k in data.files}
-
-
-def _state_dict(fixture):
-    return seeded_state_dict(json.loads(str(fixture["shapes"])))
 
 
 def _relative_error(actual, expected):
@@ -44,9 +31,9 @@ def _levels(array, level_sizes):
 
 
 def test_torchvision_resnet50_gives_the_reference_c3_c4_c5():
-    fixture = _fixture("torchvision_resnet50.npz")
+    fixture = load_fixture("torchvision_resnet50.npz")
     backbone = ResNetBackbone(50)
-    load_resnet_weights(backbone, _state_dict(fixture))  # torchvision names, fc.* ignored
+    load_resnet_weights(backbone, fixture_state_dict(fixture))  # torchvision names, fc.* ignored
     outputs = backbone(fixture["image"])
     for name, actual in zip(("c3", "c4", "c5"), outputs):
         assert actual.shape == fixture[name].shape, name
@@ -61,8 +48,8 @@ def test_torchvision_resnet50_gives_the_reference_c3_c4_c5():
     ],
 )
 def test_converted_checkpoint_gives_the_reference_outputs_at_every_level(preset, fixture_name, drop_background):
-    fixture = _fixture(fixture_name)
-    model = convert_checkpoint(_state_dict(fixture), preset)
+    fixture = load_fixture(fixture_name)
+    model = convert_checkpoint(fixture_state_dict(fixture), preset)
     assert model.num_classes == 80 and model.class_names[0] == "person" and model.category_ids[-1] == 90
     out = model(fixture["image"])
     expected_cls = fixture["cls"][..., :80]  # the official V2 models' 81st channel is the background
@@ -77,8 +64,8 @@ def test_converted_checkpoint_gives_the_reference_outputs_at_every_level(preset,
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_keys():
-    fixture = _fixture("gfocal_v1_r50_reference.npz")
-    state_dict = _state_dict(fixture)
+    fixture = load_fixture("gfocal_v1_r50_reference.npz")
+    state_dict = fixture_state_dict(fixture)
     # A V1 checkpoint into the V2 preset: the quality branch is missing.
     with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint: bbox_head\.reg_conf\.0\.bias"):
         convert_checkpoint(state_dict, "gfocal_v2_r50_fpn", num_classes=80)

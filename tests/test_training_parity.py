@@ -17,17 +17,14 @@ schedule, and must take the same steps.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
-from reference_weights import seeded_state_dict
+from reference_weights import fixture_state_dict, load_fixture
 
 from keras_gfocal import GFocalDetector
 from keras_gfocal.checkpoints.mmdet import gfocal_rows, load_gfocal_weights
 from keras_gfocal.schedules import WarmupStepDecay, reference_optimizer
-
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 #: Each step's QFL, GIoU and DFL within this of the reference's, relative (measured: 4e-6 V1, 1e-5 V2).
 LOSS_RTOL = 1e-4
@@ -41,16 +38,11 @@ UPDATE_MAX_RTOL = 1e-2
 RESOLVED_ULPS = 10
 
 
-def _fixture(version):
-    data = np.load(os.path.join(FIXTURES, f"gfocal_v{version}_r50_training.npz"))
-    return {k: data[k] for k in data.files}
-
-
 def _train_like_the_reference(fixture):
     """The converted model, the state dict, its variables before training (by ``id``) and each
     step's ``[qfl, giou, dfl]``."""
     config = json.loads(str(fixture["config"]))
-    state = seeded_state_dict(json.loads(str(fixture["shapes"])))
+    state = fixture_state_dict(fixture)
     model = GFocalDetector.from_preset(
         f"gfocal_v{config['version']}_r50_fpn",
         num_classes=config["num_classes"],  # V2: the official background channel is a class without boxes
@@ -106,7 +98,7 @@ def _update_errors(model, state, before, fixture):
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["v1", "v2"])
 def reference_run(request):
-    fixture = _fixture(request.param)
+    fixture = load_fixture(f"gfocal_v{request.param}_r50_training.npz")
     return (fixture, *_train_like_the_reference(fixture))
 
 
