@@ -65,8 +65,9 @@ def _coco_result(image_id, category_id, box_xyxy, score):
 def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=100):
     """The evaluation pipeline that fits ``model``.
 
-    A canvas size -- ``image_size``, else the model's training ``image_size``
-    -- gives today's fixed-canvas batches; a model without one (e.g. converted
+    The resize is ``keras_gfocal.data.input_resize.input_resize``'s: a canvas
+    size -- ``image_size``, else the model's training ``image_size`` -- gives
+    fixed-canvas batches; a model without one (e.g. converted
     from a reference checkpoint) gets the reference's test-time resize
     (``keras_gfocal.data.transforms.REFERENCE_TEST_SCALE``: long side <= 1333,
     short side <= 800, each image padded to its own multiple of 32, batches of
@@ -83,14 +84,10 @@ def make_eval_dataset(model, dataset, batch_size=8, image_size=None, max_boxes=1
         ``(images, targets, meta)``.
     """
     from keras_gfocal.data import make_dataset
-    from keras_gfocal.data.transforms import REFERENCE_TEST_SCALE
+    from keras_gfocal.data.input_resize import input_resize
 
-    size = image_size or getattr(model, "image_size", None)
-    if size:
-        return make_dataset(dataset, training=False, batch_size=batch_size, image_size=tuple(size), max_boxes=max_boxes)
-    return make_dataset(
-        dataset, training=False, batch_size=batch_size, max_boxes=max_boxes, test_scale=REFERENCE_TEST_SCALE
-    )
+    resize = input_resize(model, image_size)
+    return make_dataset(dataset, training=False, batch_size=batch_size, max_boxes=max_boxes, **resize.dataset_options())
 
 
 def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, batch_size=8):

@@ -11,20 +11,14 @@ from keras_gfocal.distributions import edge_confidence_np
 
 def load_model(model):
     """``(model, name)``: a ``GFocalDetector`` given as itself or as a ``.keras`` path, and its name or path."""
+    from keras_gfocal.export.runtime import load_keras_model
+
     if not isinstance(model, (str, os.PathLike)):
         return model, getattr(model, "name", "model")
-    import keras
-
-    import keras_gfocal  # noqa: F401  registers the serialisable classes
-
     path = os.fspath(model)
-    if not os.path.isfile(path) or not path.endswith(".keras"):
-        raise ValueError(
-            f"The analysis needs a Keras model file (.keras) with its raw outputs, got {path!r}"
-            + ("" if os.path.exists(path) else " (not found)")
-            + "."
-        )
-    return keras.saving.load_model(path, safe_mode=True), path
+    if not path.endswith(".keras"):
+        raise ValueError(f"The analysis needs a Keras model file (.keras) with its raw outputs, got {path!r}.")
+    return load_keras_model(path), path
 
 
 def collect_positive_predictions(
@@ -39,8 +33,10 @@ def collect_positive_predictions(
     Args:
         model: a ``GFocalDetector`` (V2 or V1).
         dataset: a ``keras_gfocal.data.CocoDataset``.
-        image_size: ``(H, W)`` resize canvas; default the model's training
-            size (``model.image_size``), else the reference's (800, 1333).
+        image_size: ``(H, W)`` resize canvas; default as ``gfocal evaluate``
+            (``keras_gfocal.data.input_resize.input_resize``): the model's
+            training canvas, else -- a converted model -- the reference's
+            test resize, so the analysed detections are the evaluated ones.
         batch_size: images per forward pass.
         max_images: use only the first N images of the dataset.
         iou_floor: smallest IoU of a positive (0.1).
@@ -58,19 +54,20 @@ def collect_positive_predictions(
         + 1]; ``image_ids`` [N]; ``scales`` [N] (canvas / original pixels).
         Also the scalars ``dgqp``, ``reg_max``, ``num_images``,
         ``num_detections`` (all final detections), ``iou_floor``,
-        ``score_threshold``, ``image_size``.
+        ``score_threshold``, ``image_size`` and ``test_scale`` (the resize
+        used: one of them is None).
     """
     from keras_gfocal.data import make_dataset
-    from keras_gfocal.export.graphs import model_image_size
+    from keras_gfocal.data.input_resize import input_resize
 
     if not hasattr(model, "decode") or not hasattr(model, "points"):
         raise TypeError(f"collect_positive_predictions needs a GFocalDetector, got {type(model).__name__}.")
-    image_size = model_image_size(model, image_size)
+    resize = input_resize(model, image_size)
     threshold = model.score_threshold if score_threshold is None else float(score_threshold)
     reg_max = int(model.reg_max)
     num_bins = reg_max + 1
     source = dataset if max_images is None else dataset.records(skip_empty=False).take(int(max_images))
-    batches = make_dataset(source, training=False, batch_size=batch_size, image_size=image_size)
+    batches = make_dataset(source, training=False, batch_size=batch_size, **resize.dataset_options())
 
     rows = {
         k: []
@@ -160,6 +157,7 @@ def collect_positive_predictions(
         num_detections=num_detections,
         iou_floor=float(iou_floor),
         score_threshold=threshold,
-        image_size=image_size,
+        image_size=resize.image_size,
+        test_scale=resize.test_scale,
     )
     return result

@@ -3,7 +3,8 @@
 Two input contracts:
 
 * **end to end** (SavedModel): uint8 images of any size, or encoded JPEG/PNG
-  bytes; the graph resizes, normalises and pads, runs the model, decodes and
+  bytes; the graph resizes (``keras_gfocal.data.input_resize``: into the model's
+  canvas, or by the reference's test resize), normalises and pads, runs the model, decodes and
   NMSes, and returns boxes in each input image's own pixels with the dataset's
   category ids.
 * **canvas** (TFLite, ONNX): float32 (or, for full-int8 TFLite, uint8) RGB
@@ -16,17 +17,10 @@ Two input contracts:
 import numpy as np
 import tensorflow as tf
 
-from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE, padded_size, preprocess_image, resize_keep_ratio
+from keras_gfocal.data.transforms import padded_size, resize_keep_ratio
 from keras_gfocal.image import MEAN, decode_image, normalize_image
 
 POSTPROCESS_SCOPE = "gfocal_postprocess"
-
-
-def model_image_size(model, image_size=None):
-    """The resize canvas ``(H, W)``: the argument, the model's training size, or
-    the reference's (``keras_gfocal.data.transforms.REFERENCE_IMAGE_SIZE``)."""
-    size = image_size or getattr(model, "image_size", None) or REFERENCE_IMAGE_SIZE
-    return tuple(int(v) for v in size)
 
 
 def canvas_from_image(image, image_size, dtype=np.float32):
@@ -68,12 +62,13 @@ def detect_on_canvas(model, pixels, nms=True):
         return model.decode(images, outputs)
 
 
-def detect_end_to_end(model, images, image_size):
+def detect_end_to_end(model, images, resize):
     """A batch of decoded images -> detections in each image's own pixels.
 
     Args:
         images: uint8 ``[B, h, w, 3]`` (one size per batch).
-        image_size: ``(H, W)`` resize canvas.
+        resize: ``keras_gfocal.data.input_resize.InputResize``: a fixed canvas, or
+            the reference's test resize (the batch's one size gives one canvas).
     Returns:
         dict of ``keras_gfocal.postprocess.DETECTION_KEYS``; boxes xyxy in
         input-image pixels.
@@ -88,43 +83,62 @@ def detect_end_to_end(model, images, image_size):
     # The checks run before anything reads the images, so their message is the one a caller sees.
     with tf.control_dependencies(checks):
         images = tf.identity(images)
-    hp, wp = padded_size(image_size, 32)
-
-    def prepare(image):
-        canvas, scale = preprocess_image(image, image_size)
-        return canvas, scale
-
     canvases, scales = tf.map_fn(
-        prepare,
+        resize.preprocess,
         images,
-        fn_output_signature=(tf.TensorSpec([hp, wp, 3], tf.float32), tf.TensorSpec([], tf.float32)),
+        fn_output_signature=(tf.TensorSpec(_canvas_shape(resize), tf.float32), tf.TensorSpec([], tf.float32)),
     )
     original = tf.cast(tf.shape(images)[1:3], tf.float32)
     return _finish(model, canvases, scales, tf.tile(original[None], [tf.shape(images)[0], 1]))
 
 
-def detect_encoded(model, image_bytes, image_size):
-    """Encoded JPEG/PNG/GIF/BMP strings ``[B]`` -> detections in each image's pixels."""
+def detect_encoded(model, image_bytes, resize):
+    """Encoded JPEG/PNG/GIF/BMP strings ``[B]`` -> detections in each image's pixels.
+
+    With the test resize, images of several sizes in one batch are padded
+    bottom/right to the largest canvas among them (zeros after normalising).
+    """
     check = tf.debugging.assert_positive(tf.size(image_bytes), message="Empty batch: send at least one image")
     with tf.control_dependencies([check]):
         image_bytes = tf.identity(image_bytes)
-    hp, wp = padded_size(image_size, 32)
+    bound = _canvas_bound(resize)
 
     def prepare(data):
         image = decode_image(data)
-        canvas, scale = preprocess_image(image, image_size)
-        return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32)
+        canvas, scale = resize.preprocess(image)
+        canvas_hw = tf.shape(canvas)[:2]
+        canvas = tf.pad(canvas, [[0, bound[0] - canvas_hw[0]], [0, bound[1] - canvas_hw[1]], [0, 0]])
+        return canvas, scale, tf.cast(tf.shape(image)[:2], tf.float32), canvas_hw
 
-    canvases, scales, originals = tf.map_fn(
+    canvases, scales, originals, canvas_sizes = tf.map_fn(
         prepare,
         image_bytes,
         fn_output_signature=(
-            tf.TensorSpec([hp, wp, 3], tf.float32),
+            tf.TensorSpec([*bound, 3], tf.float32),
             tf.TensorSpec([], tf.float32),
             tf.TensorSpec([2], tf.float32),
+            tf.TensorSpec([2], tf.int32),
         ),
     )
+    if resize.canvas_size is None:
+        largest = tf.reduce_max(canvas_sizes, axis=0)
+        canvases = canvases[:, : largest[0], : largest[1]]
     return _finish(model, canvases, scales, originals)
+
+
+def _canvas_shape(resize):
+    """The static canvas shape ``[Hp, Wp, 3]``; height and width unknown for the test resize."""
+    if resize.canvas_size is not None:
+        return [*resize.canvas_size, 3]
+    return [None, None, 3]
+
+
+def _canvas_bound(resize):
+    """``(Hp, Wp)`` no canvas of ``resize`` exceeds: the fixed canvas, or for the test
+    resize a square of the long limit rounded up to 32 (either orientation fits)."""
+    if resize.canvas_size is not None:
+        return tuple(resize.canvas_size)
+    return padded_size((resize.test_scale[1], resize.test_scale[1]), 32)
 
 
 def _finish(model, canvases, scales, originals):

@@ -8,18 +8,21 @@ settings, the format, and the package version.
 import json
 import os
 
-from keras_gfocal.data.transforms import padded_size
 from keras_gfocal.image import MEAN, STD
 from keras_gfocal.postprocess import DETECTIONS
 
 METADATA_NAME = "gfocal_metadata.json"
 
 
-def build_metadata(model, image_size, export_format, **extra):
-    """Metadata dict for ``model`` exported with a resize canvas ``image_size``."""
+def build_metadata(model, resize, export_format, **extra):
+    """Metadata dict for ``model`` run with ``resize``, a
+    ``keras_gfocal.data.input_resize.InputResize`` (its ``metadata()``: the canvas or
+    the test resize, and how images are resized and padded)."""
     from keras_gfocal import __version__
 
     num_classes = int(model.num_classes)
+    contract = resize.metadata()
+    contract["preprocessing"].update(mean_rgb=list(MEAN), std_rgb=list(STD))
     return {
         "format": export_format,
         "keras_gfocal_version": __version__,
@@ -27,14 +30,7 @@ def build_metadata(model, image_size, export_format, **extra):
         "num_classes": num_classes,
         "class_names": list(model.class_names or [str(i) for i in range(num_classes)]),
         "category_ids": list(model.category_ids or range(num_classes)),
-        "image_size": list(image_size),
-        "canvas_size": list(padded_size(image_size, 32)),
-        "preprocessing": {
-            "resize": "keep aspect ratio to fit image_size (bilinear, no antialias), scale = min(H/h, W/w)",
-            "pad": "bottom/right to canvas_size; canvas inputs are padded with the mean colour",
-            "mean_rgb": list(MEAN),
-            "std_rgb": list(STD),
-        },
+        **contract,
         "postprocessing": {
             "strides": list(model.strides),
             "reg_max": int(model.reg_max),

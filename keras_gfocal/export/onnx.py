@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_gfocal.data.transforms import padded_size
+from keras_gfocal.data.input_resize import input_resize
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
 
@@ -18,8 +18,9 @@ def export_onnx(model, path, opset=17, image_size=None):
 
     if opset < 17:
         raise ValueError(f"ONNX opset must be >= 17, got {opset}.")
-    image_size = graphs.model_image_size(model, image_size)
-    hp, wp = padded_size(image_size, 32)
+    # One input shape: a model without a canvas gets the reference's, and the metadata says so.
+    resize = input_resize(model, image_size, fixed_canvas=True)
+    hp, wp = resize.canvas_size
     spec = (tf.TensorSpec([1, hp, wp, 3], tf.float32, name="pixels"),)
 
     @tf.function(input_signature=spec)
@@ -31,7 +32,7 @@ def export_onnx(model, path, opset=17, image_size=None):
         path,
         build_metadata(
             model,
-            image_size,
+            resize,
             "onnx",
             opset=opset,
             nms=True,

@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 
+from keras_gfocal.data.input_resize import InputResize, input_resize
 from keras_gfocal.export import graphs, numpy_postprocess
 from keras_gfocal.export.metadata import METADATA_NAME, read_metadata
 from keras_gfocal.postprocess import DETECTION_KEYS
@@ -32,7 +33,9 @@ def _check_image(image):
 
 
 class Detector:
-    """Base class. Attributes: ``class_names``, ``category_ids``, ``image_size``, ``format``.
+    """Base class. Attributes: ``class_names``, ``category_ids``, ``resize`` (a
+    ``keras_gfocal.data.input_resize.InputResize``), its ``image_size`` (None for
+    the reference's test resize) and ``test_scale`` (None on a fixed canvas), ``format``.
 
     ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections,
     ``IMAGE_DETECTION_KEYS`` (the names of ``GFocalDetector.predict`` and every
@@ -47,7 +50,9 @@ class Detector:
         self.metadata = metadata
         self.class_names = list(metadata["class_names"])
         self.category_ids = [int(c) for c in metadata["category_ids"]]
-        self.image_size = tuple(metadata["image_size"])
+        self.resize = InputResize.from_metadata(metadata)
+        self.image_size = self.resize.image_size
+        self.test_scale = self.resize.test_scale
 
     def detect(self, image):
         raise NotImplementedError
@@ -81,42 +86,26 @@ class Detector:
 class KerasDetector(Detector):
     """A ``GFocalDetector`` (in memory or from a ``.keras`` file).
 
-    Images are resized into ``image_size`` (the argument, else the model's
-    training canvas); a model without one (e.g. converted from a reference
-    checkpoint) gets the reference's test-time resize instead (``test_scale``
-    ``(800, 1333)``: long side <= 1333, short side <= 800, padded to the
-    image's own multiple of 32), and ``image_size`` is then None.
+    Images are resized as ``keras_gfocal.data.input_resize.input_resize(model,
+    image_size)`` says: into ``image_size`` (the argument, else the model's
+    training canvas), or for a model without one (e.g. converted from a
+    reference checkpoint) by the reference's test-time resize (``test_scale``
+    ``(800, 1333)``: long side <= 1333, short side <= 800, padded to the image's
+    own multiple of 32); ``image_size`` is then None.
     """
 
     format = "keras"
 
     def __init__(self, model, image_size=None):
-        from keras_gfocal.data.transforms import REFERENCE_TEST_SCALE
         from keras_gfocal.export.metadata import build_metadata
 
         self.model = model
-        size = image_size or getattr(model, "image_size", None)
-        self.test_scale = None if size else REFERENCE_TEST_SCALE
-        super().__init__(build_metadata(model, graphs.model_image_size(model, image_size), "keras"))
-        if self.test_scale is not None:
-            self.image_size = None
-            self.metadata["image_size"] = self.metadata["canvas_size"] = None
-            self.metadata["test_scale"] = list(self.test_scale)
-            self.metadata["preprocessing"]["resize"] = (
-                "keep aspect ratio with short side <= test_scale[0] and long side <= test_scale[1] "
-                "(bilinear, no antialias), scale = min(short / short_side, long / long_side)"
-            )
-            self.metadata["preprocessing"]["pad"] = "bottom/right with zeros (after normalising) to a multiple of 32"
+        super().__init__(build_metadata(model, input_resize(model, image_size), "keras"))
 
     def detect(self, image):
-        from keras_gfocal.data.transforms import preprocess_image
-
         image = _check_image(image)
-        if self.test_scale is not None:
-            # Keras's predict function relaxes its input shape after the second size seen.
-            canvas, scale = preprocess_image(image, test_scale=self.test_scale)
-        else:
-            canvas, scale = preprocess_image(image, self.image_size)
+        # Keras's predict function relaxes its input shape after the second size seen.
+        canvas, scale = self.resize.preprocess(image)
         det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
         n = int(det["num_detections"])
         return self._finish(
@@ -235,17 +224,31 @@ def load_detector(path, image_size=None):
     if path.endswith(".onnx"):
         return _open(OnnxDetector, path, ".onnx file")
     if path.endswith(".keras"):
-        import keras
-
-        import keras_gfocal  # noqa: F401  registers the serialisable classes
-
-        def open_keras(p):
-            if not zipfile.is_zipfile(p):
-                raise ValueError("not a complete zip archive (truncated or overwritten?)")
-            return KerasDetector(keras.saving.load_model(p, safe_mode=True), image_size)
-
-        return _open(open_keras, path, ".keras file")
+        return KerasDetector(load_keras_model(path), image_size)
     raise ValueError(f"Unknown model format: {path}; expected a .keras, .tflite or .onnx file or a SavedModel folder.")
+
+
+def load_keras_model(path):
+    """A ``GFocalDetector`` from a ``.keras`` file (``safe_mode``: no code from the file runs).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ModelFileError (a ValueError): the file is damaged (truncated, not a
+            zip archive, not a model); the message names the file.
+    """
+    import keras
+
+    import keras_gfocal  # noqa: F401  registers the serialisable classes
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Model not found: {path}")
+
+    def open_keras(p):
+        if not zipfile.is_zipfile(p):
+            raise ValueError("not a complete zip archive (truncated or overwritten?)")
+        return keras.saving.load_model(p, safe_mode=True)
+
+    return _open(open_keras, path, ".keras file")
 
 
 def _open(opener, path, kind):

@@ -4,6 +4,7 @@ import os
 
 import tensorflow as tf
 
+from keras_gfocal.data.input_resize import input_resize
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
 
@@ -19,21 +20,21 @@ def _with_deprecated_aliases(detections):
 
 
 class _Serving(tf.Module):
-    def __init__(self, model, image_size):
+    def __init__(self, model, resize):
         super().__init__()
         # Save the weights only: tracking the model itself would also save a
         # compiled model's optimiser slots (twice the size, no use to a server).
         object.__setattr__(self, "model", model)
         self.weights = [w.value for w in model.weights]
-        self.image_size = tuple(image_size)
+        object.__setattr__(self, "resize", resize)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_images(self, images):
-        return _with_deprecated_aliases(graphs.detect_end_to_end(self.model, images, self.image_size))
+        return _with_deprecated_aliases(graphs.detect_end_to_end(self.model, images, self.resize))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(self, image_bytes):
-        return _with_deprecated_aliases(graphs.detect_encoded(self.model, image_bytes, self.image_size))
+        return _with_deprecated_aliases(graphs.detect_encoded(self.model, image_bytes, self.resize))
 
 
 def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
@@ -42,6 +43,10 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
     Signatures:
         ``serving_default``: ``images`` uint8 ``[B, h, w, 3]`` (any size, one
             size per batch).
+    Images are resized as ``keras_gfocal.data.input_resize.input_resize(model,
+    image_size)`` says: into the model's canvas, or, for a model without one
+    (converted from a reference checkpoint), by the reference's test resize,
+    which follows each image's orientation as ``gfocal evaluate`` does.
         ``detect_bytes``: ``image_bytes`` string ``[B]`` of encoded JPEG / PNG /
             GIF / BMP (what TF Serving's REST API sends as ``{"b64": ...}``).
     Both return the ``keras_gfocal.postprocess.DETECTION_KEYS``, as ``predict()``
@@ -55,13 +60,13 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
     Returns:
         the version folder.
     """
-    image_size = graphs.model_image_size(model, image_size)
+    resize = input_resize(model, image_size)
     path = os.path.join(out, name, str(int(version)))
-    module = _Serving(model, image_size)
+    module = _Serving(model, resize)
     signatures = {
         "serving_default": module.serve_images.get_concrete_function(),
         "detect_bytes": module.serve_bytes.get_concrete_function(),
     }
     tf.saved_model.save(module, path, signatures=signatures)
-    write_metadata(path, build_metadata(model, image_size, "saved_model", signatures=sorted(signatures)))
+    write_metadata(path, build_metadata(model, resize, "saved_model", signatures=sorted(signatures)))
     return path

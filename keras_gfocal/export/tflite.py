@@ -22,7 +22,7 @@ from tensorflow.lite.python import convert as tflite_convert
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tqdm.auto import tqdm
 
-from keras_gfocal.data.transforms import padded_size
+from keras_gfocal.data.input_resize import input_resize
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
 from keras_gfocal.layers.dgqp import DGQP
@@ -67,8 +67,10 @@ def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibra
             "Full int8 needs calibration images: pass calibration=(ann_json, image_dir) "
             "(gfocal export --calibration-ann A --calibration-images DIR)."
         )
-    image_size = graphs.model_image_size(model, image_size)
-    hp, wp = padded_size(image_size, 32)
+    # One input shape: a model without a canvas gets the reference's, and the metadata says so.
+    resize = input_resize(model, image_size, fixed_canvas=True)
+    image_size = resize.image_size
+    hp, wp = resize.canvas_size
 
     @tf.function(input_signature=[tf.TensorSpec([1, hp, wp, 3], tf.float32, name="pixels")])
     def detect(pixels):
@@ -88,7 +90,7 @@ def export_tflite(model, path, quantize=None, nms=True, image_size=None, calibra
         path,
         build_metadata(
             model,
-            image_size,
+            resize,
             "tflite",
             quantization=quantize or "float32",
             nms=bool(nms),
