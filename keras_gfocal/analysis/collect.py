@@ -100,6 +100,9 @@ def collect_positive_predictions(
         points_np, strides_np = np.asarray(points), np.asarray(point_strides)
         gt_boxes_all, gt_labels_all = np.asarray(targets["boxes"]), np.asarray(targets["labels"])
         image_ids, scales = np.asarray(meta["image_id"]), np.asarray(meta["scale"])
+        # Clipped to the resized image, not the padded canvas: the boxes ``gfocal evaluate`` scores.
+        resized_hw = np.asarray(meta["original_size"], np.float32) * scales[:, None]
+        det["boxes"] = np.minimum(det["boxes"], np.tile(resized_hw[:, ::-1], 2)[:, None, :])
         num_images += batch
         for i in range(batch):
             n = int(det["num_detections"][i])
