@@ -19,7 +19,11 @@ score above ``score_threshold``, class-wise NMS, ``max_detections`` per
 image), each matched to the ground-truth box *of its own class* with which its
 box has the highest IoU; a detection is positive when that IoU is at least
 ``iou_floor`` (0.1). Boxes and ground truth are compared in the model-input
-(resized canvas) pixels. The matching is not one-to-one (unlike COCO
+(resized image) pixels, boxes clipped to the resized image as ``gfocal
+evaluate`` clips them. Images are resized as evaluation resizes them
+(``keras_gfocal.data.input_resize``): the model's canvas, or for a converted
+model without one the reference's test resize, so the detections analysed are
+the ones evaluated. The matching is not one-to-one (unlike COCO
 evaluation): two detections of one object are both kept, since each one's own
 localisation is what is judged. Detections of the wrong class or on
 background are left out.

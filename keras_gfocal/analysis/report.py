@@ -84,7 +84,8 @@ def analyze(
         max_images: use only the first N images.
         v1_model: optional GFocalV1 model (or ``.keras`` path) to compare:
             the correlation of its score with the IoU of its own positives.
-        image_size: resize canvas ``(H, W)``; default each model's own.
+        image_size: resize canvas ``(H, W)``; default each model's own rule
+            (``keras_gfocal.data.input_resize``: its canvas, else the test resize).
         batch_size, iou_floor, score_threshold: see ``collect_positive_predictions``.
         verbose: print the table.
     Returns:
