@@ -390,6 +390,7 @@ def test_evaluate_and_predict_skip_truncated_images(tmp_path, capsys, tiny_model
 
 
 def test_damaged_model_files_are_called_damaged(tmp_path, capsys, tiny_model):
+    from keras_gfocal.data.input_resize import InputResize
     from keras_gfocal.export.metadata import build_metadata, write_metadata
 
     model, model_path = tiny_model
@@ -402,10 +403,10 @@ def test_damaged_model_files_are_called_damaged(tmp_path, capsys, tiny_model):
     saved_model = tmp_path / "sm"
     saved_model.mkdir()
     (saved_model / "saved_model.pb").write_bytes(b"\x00 not a protobuf")
-    write_metadata(str(saved_model), build_metadata(model, (32, 32), "saved_model"))
+    write_metadata(str(saved_model), build_metadata(model, InputResize(image_size=(32, 32)), "saved_model"))
     lite = str(tmp_path / "model.tflite")
     open(lite, "wb").write(b"not a flatbuffer" * 4)
-    write_metadata(lite, build_metadata(model, (32, 32), "tflite"))
+    write_metadata(lite, build_metadata(model, InputResize(image_size=(32, 32)), "tflite"))
     cases = [
         (cut, "the .keras file is damaged or not a model (ValueError: not a complete zip archive"),
         (str(saved_model), "the SavedModel is damaged or not a model (OSError: Cannot parse file"),
