@@ -494,4 +494,3 @@ class CocoDataset:
             return row
 
         return tf.data.Dataset.from_tensor_slices(table).map(gather)
-
