@@ -16,7 +16,8 @@ Per-image records (the common currency of both sources) are dicts:
 
 An image that fails to decode (truncated or corrupt; ``CocoDataset``'s default
 check reads only headers) stops the pipeline with an ``InvalidArgumentError``
-that names its file; no row is dropped.
+that names its file; no row is dropped. (A missing file stops it in
+``tf.io.read_file``, whose ``NotFoundError`` names the path.)
 """
 
 import tensorflow as tf
@@ -28,20 +29,22 @@ from keras_gfocal.image import decode_image, normalize_image
 #: What the pipeline's decoding error says after the image's name.
 UNDECODABLE = (
     ": not a complete JPEG, PNG, GIF or BMP file (truncated or corrupt). "
-    'CocoDataset(..., verify_images="decode") (gfocal: --verify-images decode) names every such file '
-    "up front; skip_bad_images=True leaves them out."
+    'CocoDataset(..., verify_images="decode") (gfocal: --verify-images decode) finds every such file '
+    "before the run, and with skip_bad_images=True leaves them out."
 )
 
 
 def image_name(record):
-    """A string scalar naming a record's image: its path, else its file name and image id."""
+    """A string scalar naming a record's image: its path, else its file name (if any) and image id."""
     if "image_path" in record:
         return record["image_path"]
-    file_name = record.get("file_name", tf.constant(""))
-    return tf.strings.join([file_name, " (image_id ", tf.strings.as_string(record["image_id"]), ")"])
+    image_id = tf.strings.join(["image_id ", tf.strings.as_string(record["image_id"])])
+    if "file_name" in record:
+        return tf.strings.join([record["file_name"], " (", image_id, ")"])
+    return image_id
 
 
-def decode_or_name(image_bytes, name):
+def decode_naming_failures(image_bytes, name):
     """``decode_image``, with an error that names the image when the bytes do not decode.
 
     A decoding op's own error says only ``jpeg::Uncompress failed``, and a graph
@@ -214,7 +217,7 @@ def make_dataset(
             image_bytes = record["image_bytes"]
         else:
             image_bytes = tf.io.read_file(record["image_path"])
-        image = decode_or_name(image_bytes, image_name(record))
+        image = decode_naming_failures(image_bytes, image_name(record))
         boxes = tf.reshape(tf.cast(record["boxes"], tf.float32), [-1, 4])
         labels = tf.cast(record["labels"], tf.int32)
         original_size = tf.shape(image)[:2]
