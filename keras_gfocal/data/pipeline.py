@@ -91,11 +91,12 @@ def make_dataset(
 ):
     """Builds the batched input pipeline for training or evaluation.
 
-    Per image: decode (``tf.io.decode_image``, 3 channels) -> keep-ratio resize to fit
-    ``image_size`` (or a random multi-scale canvas) -> random horizontal flip
-    (training) -> normalise with ``keras_gfocal.image.MEAN`` / ``STD`` -> zero-pad
-    bottom/right to ``padded_size(image_size, pad_to_multiple)``; boxes are
-    resized / flipped alongside, then truncated / padded to ``max_boxes`` rows.
+    Per image: decode (``decode_naming_failures``: RGB, or an error naming the
+    image) -> keep-ratio resize to fit ``image_size`` (or a random multi-scale
+    canvas) -> random horizontal flip (training) -> normalise with
+    ``keras_gfocal.image.MEAN`` / ``STD`` -> zero-pad bottom/right to
+    ``padded_size(image_size, pad_to_multiple)``; boxes are resized / flipped
+    alongside, then truncated / padded to ``max_boxes`` rows.
 
     With ``test_scale`` (evaluation only), the reference's test-time resize
     replaces the fixed canvas: each image keeps its ratio with the short side
