@@ -154,7 +154,7 @@ def read_tfrecords(file_pattern, *, shuffle_files=False, seed=None, cycle_length
 
     Returns:
         ``tf.data.Dataset`` of the dicts described in ``parse_example``, ready for
-        ``keras_gfocal.data.coco.make_dataset``.
+        ``keras_gfocal.data.pipeline.make_dataset``.
     """
     if isinstance(file_pattern, (str, os.PathLike)):
         patterns = [file_pattern]

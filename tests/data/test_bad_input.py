@@ -9,7 +9,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_gfocal.data import CocoDataset, make_dataset, read_image
+from keras_gfocal.data import (
+    CocoDataset,
+    make_dataset,
+    make_synthetic_coco,
+    read_image,
+    read_tfrecords,
+    write_tfrecords,
+)
 
 
 def _folder(tmp_path, annotations, images=None, sizes=None):
@@ -131,6 +138,36 @@ def test_truncated_jpeg_named_by_the_decode_check_and_skipped(tmp_path):
     assert len(batches) == 1
     with pytest.raises(ValueError, match=r"Cannot decode image .*2.jpg: jpeg::Uncompress failed"):
         read_image(os.path.join(image_dir, "2.jpg"))
+
+
+@pytest.fixture
+def synthetic_with_a_cut_jpeg(tmp_path):
+    """A synthetic COCO folder checked by headers only, its second training JPEG cut in half after the check."""
+    paths = make_synthetic_coco(str(tmp_path), num_train=3, num_val=1, image_size=(32, 48), min_size=6)
+    dataset = CocoDataset(paths["train_ann_file"], paths["train_image_dir"])  # default: headers only
+    entry = dataset.get(dataset.image_ids[1])
+    _cut(entry["path"])
+    return dataset, entry
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_truncated_jpeg_stops_the_pipeline_naming_its_file(synthetic_with_a_cut_jpeg, training):
+    dataset, entry = synthetic_with_a_cut_jpeg
+    ds = make_dataset(dataset, training=training, batch_size=1, image_size=(32, 48), shuffle=False)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in ds:
+            pass
+    assert f"Cannot decode image {entry['path']}: not a complete JPEG" in str(info.value)
+
+
+def test_a_truncated_jpeg_from_tfrecords_is_named_by_file_name_and_image_id(synthetic_with_a_cut_jpeg, tmp_path):
+    dataset, entry = synthetic_with_a_cut_jpeg
+    write_tfrecords(dataset, str(tmp_path / "records" / "train"), num_shards=1)
+    records = read_tfrecords(str(tmp_path / "records" / "train-*"))
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in make_dataset(records, training=False, batch_size=1, image_size=(32, 48)):
+            pass
+    assert f"Cannot decode image {entry['file_name']} (image_id {entry['id']}): not a complete" in str(info.value)
 
 
 def test_every_bad_image_is_named_or_counted_with_the_full_list_on_disk(tmp_path):

@@ -256,3 +256,28 @@ def test_test_scale_is_for_evaluation_only(coco):
         make_dataset(coco, training=True, batch_size=2, test_scale=TEST_SCALE)
     with pytest.raises(ValueError, match="short"):
         make_dataset(coco, training=False, batch_size=2, test_scale=(100, 64))
+
+
+def test_evaluation_rows_keep_the_dataset_order_whatever_deterministic_says(tmp_path, h):
+    # The first image is slow to decode, the seven after it are tiny: a parallel
+    # map free to hand rows out as they finish puts image 1 last.
+    rng = np.random.default_rng(0)
+    sizes = [(900, 900)] + [(8, 8)] * 7
+    images = []
+    for image_id, (height, width) in enumerate(sizes, start=1):
+        h.save_rgb(str(tmp_path / "images" / f"{image_id}.png"), rng.integers(0, 255, [height, width, 3]))
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width})
+    ann_file = h.write_json(str(tmp_path / "ann.json"), images, [])
+    dataset = CocoDataset(ann_file, str(tmp_path / "images"))
+    # Fused map-and-batch (tf.data's default rewrite) writes rows into their
+    # batch slots and so hides the order; without it the map's order shows.
+    unfused = tf.data.Options()
+    unfused.experimental_optimization.map_and_batch_fusion = False
+    for deterministic in (False, True):
+        ds = make_dataset(dataset, training=False, batch_size=1, image_size=(8, 8), deterministic=deterministic)
+        assert ds.options().deterministic
+        ids = [int(meta["image_id"][0]) for _, _, meta in ds.with_options(unfused)]
+        assert ids == list(range(1, 9))
+        # Training's order stays the flag's to decide.
+        train = make_dataset(dataset, training=True, batch_size=1, image_size=(8, 8), deterministic=deterministic)
+        assert train.options().deterministic is deterministic
