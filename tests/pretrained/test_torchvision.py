@@ -3,6 +3,7 @@
 The file is torchvision's ResNet-50 state dict in its real keys and shapes (the reference
 fixture's list), each tensor holding one value of its own, so every variable shows which key
 filled it. No network: keras' ``get_file`` is replaced by one that hands back the local file.
+``GFocalDetector.from_preset(backbone_weights=...)`` loads through the same converter.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ import pytest
 from hostile_files import constant_checkpoint
 from reference_weights import load_fixture
 
+from keras_gfocal import GFocalDetector
 from keras_gfocal.layers import ResNetBackbone, TinyBackbone
 from keras_gfocal.pretrained import load_backbone_weights, torchvision
 
@@ -97,3 +99,22 @@ def test_imagenet_file_with_the_named_digest_is_loaded(monkeypatch, resnet50_fil
 def test_a_backbone_without_a_converter_is_named():
     with pytest.raises(ValueError, match=r"^TinyBackbone has no pretrained-weight converter \(.*ResNetBackbone\)"):
         load_backbone_weights(TinyBackbone(), "imagenet")
+
+
+def test_from_preset_loads_backbone_weights_through_the_converter(monkeypatch, resnet50_file, tmp_path):
+    path, values = resnet50_file
+    model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=str(path))
+    assert np.all(np.asarray(model.backbone.stem[1].kernel) == values["conv1.weight"])
+    missing = str(tmp_path / "nowhere.pth")
+    with pytest.raises(
+        ValueError, match=rf"^Could not load backbone weights '{missing}' for preset 'gfocal_v2_r50_fpn': "
+    ):
+        GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=missing)
+    with pytest.raises(ValueError, match="'gfocal_v2_tiny': TinyBackbone has no pretrained-weight converter"):
+        GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, backbone_weights="imagenet")
+    # The R50 presets' default is torchvision's ImageNet file.
+    damaged = tmp_path / "resnet50-0676ba61.pth"
+    damaged.write_bytes(b"truncated")
+    _fake_get_file(monkeypatch, damaged)
+    with pytest.raises(ValueError, match=r"weights 'imagenet' for preset 'gfocal_v1_r50_fpn': .* is damaged"):
+        GFocalDetector.from_preset("gfocal_v1_r50_fpn", num_classes=2)
