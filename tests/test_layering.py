@@ -163,7 +163,7 @@ def test_the_check_catches_a_backbone_importing_its_converter():
     ]
 
 
-def test_checkpoints_at_the_bottom_import_no_converter():
+def test_checkpoints_at_the_bottom_import_only_themselves():
     # The .pth reader and the generic rows -> variables helpers know no model: every map lives above.
     for path in sorted((PACKAGE / "checkpoints").rglob("*.py")):
         assert all(name.startswith("keras_gfocal.checkpoints") for _, name in package_imports(path)), path
