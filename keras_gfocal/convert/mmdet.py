@@ -93,7 +93,7 @@ def gfocal_rows(model, drop_background=False):
     try:
         rows = backbone_rows(model.backbone, "backbone.")
     except ValueError as error:
-        raise ValueError(f"This model's backbone cannot take an MMDetection GFocal checkpoint's: {error}") from error
+        raise ValueError(f"Cannot map an MMDetection GFocal checkpoint onto this model's backbone: {error}") from error
     return rows + fpn_rows(model.fpn) + head_rows(model.head, drop_background)
 
 
