@@ -5,6 +5,7 @@ it loads, and the detector's other constructor arguments.
 """
 
 from keras_gfocal.layers import ResNetBackbone, TinyBackbone
+from keras_gfocal.pretrained import load_backbone_weights
 
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
 _TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
@@ -59,8 +60,11 @@ def preset_backbone(name, weights="default"):
 
     Args:
         weights: ``"default"`` (the preset's own), None (random init),
-            ``"imagenet"`` or a local weights file, passed to the backbone's
-            ``load_pretrained``.
+            ``"imagenet"`` or a local weights file, loaded by
+            ``keras_gfocal.pretrained.load_backbone_weights``.
+    Raises:
+        ValueError: an unknown preset, or weights that cannot be loaded (naming
+            them, the preset and the cause).
     """
     preset = _preset(name)
     backbone_class, kwargs = preset["backbone"]
@@ -69,7 +73,7 @@ def preset_backbone(name, weights="default"):
     backbone = backbone_class(**kwargs, name="backbone")
     if weights is not None:
         try:
-            backbone.load_pretrained(weights)
+            load_backbone_weights(backbone, weights)
         except (OSError, ValueError) as err:  # download failures, bad or mismatched files
             raise ValueError(
                 f"Could not load backbone weights {weights!r} for preset {name!r}: {err} "

@@ -36,16 +36,9 @@ LAYERS = (
             "keras_gfocal.postprocess",
         ),
     ),
-    (
-        "model",
-        (
-            "keras_gfocal",
-            "keras_gfocal.detection_loss",
-            "keras_gfocal.presets",
-            "keras_gfocal.detector",
-            "keras_gfocal.convert",
-        ),
-    ),
+    ("pretrained backbones", ("keras_gfocal.pretrained",)),
+    ("model", ("keras_gfocal", "keras_gfocal.detection_loss", "keras_gfocal.presets", "keras_gfocal.detector")),
+    ("converters", ("keras_gfocal.convert",)),
     ("running a model", ("keras_gfocal.evaluation", "keras_gfocal.export", "keras_gfocal.prediction")),
     ("training and analysis", ("keras_gfocal.training", "keras_gfocal.analysis")),
     ("command line", ("keras_gfocal.cli",)),
@@ -155,3 +148,22 @@ def test_the_check_catches_export_importing_the_training_loop():
         "keras_gfocal/export/runtime.py:1: keras_gfocal.export.runtime (layer 'running a model') imports "
         "keras_gfocal.training.loop (layer 'training and analysis', above it)"
     ]
+
+
+def test_the_check_catches_a_backbone_importing_its_converter():
+    # The arrow issue 19 removed: ResNetBackbone.load_pretrained imported its torchvision converter.
+    resnet = PACKAGE / "layers" / "resnet.py"
+    source = resnet.read_text(encoding="utf-8") + (
+        "\n\ndef _load(backbone):\n    from keras_gfocal.pretrained import torchvision  # noqa: F401\n"
+    )
+    last_line = len(source.splitlines())
+    assert upward_imports(resnet, source) == [
+        f"keras_gfocal/layers/resnet.py:{last_line}: keras_gfocal.layers.resnet (layer 'parts') imports "
+        "keras_gfocal.pretrained.torchvision (layer 'pretrained backbones', above it)"
+    ]
+
+
+def test_checkpoints_at_the_bottom_import_only_themselves():
+    # The .pth reader and the generic rows -> variables helpers know no model: every map lives above.
+    for path in sorted((PACKAGE / "checkpoints").rglob("*.py")):
+        assert all(name.startswith("keras_gfocal.checkpoints") for _, name in package_imports(path)), path

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from reference_weights import fixture_state_dict, load_fixture
 
-from keras_gfocal.checkpoints import CheckpointMismatchError, load_resnet_weights
+from keras_gfocal.checkpoints import CheckpointMismatchError
 from keras_gfocal.convert import convert_checkpoint
 from keras_gfocal.layers import ResNetBackbone
+from keras_gfocal.pretrained import load_resnet_weights
 
 RTOL = 1e-4
 

@@ -23,7 +23,7 @@ import pytest
 from reference_weights import fixture_state_dict, load_fixture
 
 from keras_gfocal import GFocalDetector
-from keras_gfocal.checkpoints.mmdet import gfocal_rows, load_gfocal_weights
+from keras_gfocal.convert.mmdet import gfocal_rows, load_gfocal_weights
 from keras_gfocal.schedules import WarmupStepDecay, reference_optimizer
 
 #: Each step's QFL, GIoU and DFL within this of the reference's, relative (measured: 4e-6 V1, 1e-5 V2).

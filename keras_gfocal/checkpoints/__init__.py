@@ -1,12 +1,11 @@
-"""Checkpoints from PyTorch: a safe ``.pth`` reader and the maps from PyTorch
-names to Keras variables.
+"""PyTorch checkpoints read without torch, and assigned to Keras variables all or nothing.
 
 ``read_state_dict`` reads a ``torch.save`` file without torch and without
-running code from it; ``load_resnet_weights`` loads torchvision ResNet weights
-into a ``keras_gfocal.layers.ResNetBackbone``; ``keras_gfocal.checkpoints.mmdet``
-maps MMDetection-layout GFocal checkpoints onto a ``GFocalDetector`` (built by
-``keras_gfocal.convert.convert_checkpoint``). Nothing here imports the layers or
-the model: the maps read the objects they are given.
+running code from it; ``keras_gfocal.checkpoints.mapping`` assigns a state dict
+along ``(checkpoint key, variable, transform)`` rows, checking every row before
+it writes anything. Nothing here knows a model: the rows that name a model's
+variables are written by the converters above it, ``keras_gfocal.pretrained``
+(backbones) and ``keras_gfocal.convert`` (whole detectors).
 """
 
 from keras_gfocal.checkpoints.mapping import CheckpointMismatchError
@@ -16,13 +15,11 @@ from keras_gfocal.checkpoints.pth import (
     load_pth,
     read_state_dict,
 )
-from keras_gfocal.checkpoints.torchvision import load_resnet_weights
 
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "UnsafeCheckpointError",
     "load_pth",
-    "load_resnet_weights",
     "read_state_dict",
 ]

@@ -25,10 +25,11 @@ class Backbone(keras.layers.Layer):
         ``[B, H/8, W/8, output_channels[0]]`` and so on.
 
     Subclasses set ``output_channels`` (three ints) in ``__init__``, decide
-    which of their weights train (the detector does not freeze anything), run
-    their BatchNormalization layers as they need, and may implement
-    ``load_pretrained``. ``get_config`` must not name weights to load again: the
-    weights travel in the saved model.
+    which of their weights train (the detector does not freeze anything) and
+    run their BatchNormalization layers as they need. A backbone does not load
+    pretrained weights itself: their converter, in ``keras_gfocal.pretrained``,
+    fills its variables. ``get_config`` names no weights: they travel in the
+    saved model.
     """
 
     output_strides = (8, 16, 32)
@@ -36,13 +37,6 @@ class Backbone(keras.layers.Layer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.output_channels = None
-
-    def load_pretrained(self, source):
-        """Loads pretrained weights from ``source`` (a backbone-specific name or path)."""
-        raise ValueError(
-            f"{type(self).__name__} has no pretrained weights to load (asked for {source!r}); "
-            "pass backbone_weights=None."
-        )
 
     def compute_output_shape(self, input_shape):
         batch, height, width = tuple(input_shape)[:3]

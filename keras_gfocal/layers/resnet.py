@@ -45,23 +45,20 @@ class ResNetBackbone(Backbone):
     of the other stages train.
 
     Layer names follow torchvision's state-dict keys with ``_`` for ``.``
-    (``layer2_0_conv2`` is ``layer2.0.conv2``), so its weights load from a
-    torchvision file by name (``load_pretrained``).
+    (``layer2_0_conv2`` is ``layer2.0.conv2``); torchvision's weights load
+    through ``keras_gfocal.pretrained.load_backbone_weights``.
 
     Args:
         depth: 50 or 101.
         frozen_stages: 0 freezes nothing (BatchNorm statistics stay frozen),
             1 (the reference) freezes the stem and ``layer1``, up to 4.
-        weights: None (random init), ``"imagenet"`` (torchvision's ImageNet
-            file, downloaded once) or the path of a torchvision ResNet
-            state-dict file (``.pth``, read without torch).
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std
         (what torchvision's weights expect), H and W multiples of 32.
     Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(self, depth=50, frozen_stages=1, weights=None, **kwargs):
+    def __init__(self, depth=50, frozen_stages=1, **kwargs):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
@@ -95,8 +92,6 @@ class ResNetBackbone(Backbone):
         for stage in self.stages[:frozen_stages]:
             for block in stage:
                 block.trainable = False
-        if weights is not None:
-            self.load_pretrained(weights)
 
     def build(self, input_shape):
         shape = build_chain(self.stem, input_shape)
@@ -116,14 +111,8 @@ class ResNetBackbone(Backbone):
                 outputs.append(x)
         return outputs
 
-    def load_pretrained(self, source):
-        """Loads torchvision ResNet weights: ``"imagenet"``, a ``.pth`` path or a state dict."""
-        from keras_gfocal.checkpoints import torchvision
-
-        torchvision.load_resnet_weights(self, source)
-
     def get_config(self):
-        # The weights travel in the saved model; rebuilding must not fetch them again.
+        # The weights travel in the saved model.
         return {**super().get_config(), "depth": self.depth, "frozen_stages": self.frozen_stages}
 
 

@@ -4,7 +4,8 @@ Each builder returns the file's bytes. They are small (a few bytes to a few MB) 
 what a hostile file asks for: gigabytes from a stride-0 tensor or a deflate bomb, exponential
 work from shared references, quadratic work from a codec, errors from a zip flag. Used by
 ``test_hostile_pth.py`` (the reader) and ``test_convert_cli.py`` (the converter and the CLI);
-its opcode helpers also assemble ``test_pth.py``'s well-formed pickles.
+its opcode helpers also assemble ``test_pth.py``'s well-formed pickles, and
+``constant_checkpoint`` the converters' full-size files.
 """
 
 import struct
@@ -143,6 +144,25 @@ def zeros_deflated(nbytes, unit=1 << 20):
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = compressor.compress(bytes(unit)) + compressor.flush(zlib.Z_FULL_FLUSH)
     return block * (nbytes // unit) + compressor.flush()
+
+
+def constant_checkpoint(shapes, meta_ops=None):
+    """A well-formed zip checkpoint of any size in a few kB: tensor ``i`` of ``shapes`` holds the
+    one value ``i + 1`` everywhere (a stride-0 view of element ``i`` of one float32 storage).
+
+    Args:
+        shapes: ``(key, shape)`` pairs, e.g. a reference fixture's ``shapes``.
+        meta_ops: opcodes of an MMDetection ``meta`` entry, or None.
+    Returns:
+        ``(bytes, {key: value})``.
+    """
+    values = {key: float(i + 1) for i, (key, _) in enumerate(shapes)}
+    entries = [
+        (key, tensor(storage("0", len(values)), shape, (0,) * len(shape), offset=i))
+        for i, (key, shape) in enumerate(shapes)
+    ]
+    raw = struct.pack(f"<{len(values)}f", *values.values())
+    return torch_zip(checkpoint(dictionary(entries), meta_ops), {"0": raw}), values
 
 
 # ----------------------------------------------------------------------------- the hostile files

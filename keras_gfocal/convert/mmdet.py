@@ -7,7 +7,8 @@ torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
 ``bbox_head.{cls,reg}_convs.{0..3}.{conv,gn}``, ``bbox_head.gfl_cls``,
 ``bbox_head.gfl_reg``, ``bbox_head.scales.{0..4}.scale`` and, for GFocalV2,
 ``bbox_head.reg_conf.{0,2}``. The official GFocalV2 models' ``gfl_cls`` has a
-background channel after the real classes; it is dropped.
+background channel after the real classes; it is dropped. The backbone's rows
+come from its converter in ``keras_gfocal.pretrained``.
 """
 
 import numpy as np
@@ -19,7 +20,11 @@ from keras_gfocal.checkpoints.mapping import (
     conv_rows,
     dense_kernel_from_1x1,
 )
-from keras_gfocal.checkpoints.torchvision import resnet_rows
+from keras_gfocal.detector import GFocalDetector
+from keras_gfocal.layers.dgqp import DGQP
+from keras_gfocal.layers.fpn import FPN
+from keras_gfocal.layers.gfl_head import GFLHead
+from keras_gfocal.pretrained import backbone_rows
 
 
 def _group_norm_rows(prefix, layer):
@@ -36,20 +41,31 @@ def _cls_rows(prefix, conv, drop_background):
     ]
 
 
-def gfocal_rows(model, drop_background=False):
-    """``(checkpoint key, variable, transform)`` rows of a built ``GFocalDetector``
-    with a ``ResNetBackbone``, in MMDetection's names."""
-    if not hasattr(model.backbone, "stages"):  # the ResNetBackbone layout resnet_rows reads
-        raise ValueError(
-            f"MMDetection GFocal checkpoints need a ResNetBackbone; this model has {type(model.backbone).__name__}."
-        )
-    rows = resnet_rows(model.backbone, "backbone.")
-    fpn = model.fpn
+def fpn_rows(fpn):
+    """Rows of an ``FPN``: ``neck.lateral_convs.{0,1,2}``, then ``neck.fpn_convs.{0..4}``
+    (the P3-P5 smoothing convs, then P6 and P7)."""
+    rows = []
     for i, conv in enumerate(fpn.laterals):
         rows += conv_rows(f"neck.lateral_convs.{i}.conv", conv)
     for i, conv in enumerate(list(fpn.smooth) + [fpn.p6, fpn.p7]):
         rows += conv_rows(f"neck.fpn_convs.{i}.conv", conv)
-    head = model.head
+    return rows
+
+
+def dgqp_rows(quality):
+    """Rows of a ``DGQP``: the official models' ``bbox_head.reg_conf.{0,2}`` 1x1 convs as its Dense layers."""
+    rows = []
+    for index, dense in ((0, quality.hidden), (2, quality.out)):
+        rows += [
+            (f"bbox_head.reg_conf.{index}.weight", dense.kernel, dense_kernel_from_1x1),
+            (f"bbox_head.reg_conf.{index}.bias", dense.bias, None),
+        ]
+    return rows
+
+
+def head_rows(head, drop_background=False):
+    """Rows of a ``GFLHead``: its towers (conv, GroupNorm, ReLU per step), outputs, scales and quality branch."""
+    rows = []
     for tower_name, tower in (("cls_convs", head.cls_tower), ("reg_convs", head.reg_tower)):
         for i in range(head.stacked_convs):
             conv, norm = tower[3 * i], tower[3 * i + 1]
@@ -58,13 +74,27 @@ def gfocal_rows(model, drop_background=False):
     rows += _cls_rows("bbox_head.gfl_cls", head.cls_out, drop_background)
     rows += conv_rows("bbox_head.gfl_reg", head.reg_out)
     rows += [(f"bbox_head.scales.{i}.scale", scale.scale, None) for i, scale in enumerate(head.scales)]
-    if head.quality is not None:
-        for index, dense in ((0, head.quality.hidden), (2, head.quality.out)):
-            rows += [
-                (f"bbox_head.reg_conf.{index}.weight", dense.kernel, dense_kernel_from_1x1),
-                (f"bbox_head.reg_conf.{index}.bias", dense.bias, None),
-            ]
+    if isinstance(head.quality, DGQP):
+        rows += dgqp_rows(head.quality)
     return rows
+
+
+def gfocal_rows(model, drop_background=False):
+    """``(checkpoint key, variable, transform)`` rows of a built ``GFocalDetector``, in MMDetection's names.
+
+    Raises:
+        TypeError: ``model`` is not a ``GFocalDetector`` with an ``FPN`` and a ``GFLHead``.
+        ValueError: its backbone has no converter in ``keras_gfocal.pretrained``.
+    """
+    parts = ((model, GFocalDetector), (getattr(model, "fpn", None), FPN), (getattr(model, "head", None), GFLHead))
+    for part, expected in parts:
+        if not isinstance(part, expected):
+            raise TypeError(f"The MMDetection GFocal map reads a {expected.__name__}, got {type(part).__name__}.")
+    try:
+        rows = backbone_rows(model.backbone, "backbone.")
+    except ValueError as error:
+        raise ValueError(f"Cannot map an MMDetection GFocal checkpoint onto this model's backbone: {error}") from error
+    return rows + fpn_rows(model.fpn) + head_rows(model.head, drop_background)
 
 
 def needs_no_variable(key):

@@ -1,15 +1,16 @@
-"""Reference checkpoints converted into ``GFocalDetector`` models.
+"""An MMDetection-layout GFocal checkpoint file converted into a ``GFocalDetector``.
 
-``convert_checkpoint`` reads an MMDetection-layout GFocal ``.pth`` file without
-torch (``keras_gfocal.checkpoints``), builds the matching preset and loads the
-weights; ``gfocal convert`` is its command.
+``convert_checkpoint`` reads the ``.pth`` file without torch
+(``keras_gfocal.checkpoints``), builds the matching preset, names its classes
+and loads the weights along ``keras_gfocal.convert.mmdet``'s map; ``gfocal
+convert`` is its command.
 """
 
 import os
 
 from keras_gfocal.checkpoints import CheckpointError, read_state_dict
-from keras_gfocal.checkpoints.coco80 import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
-from keras_gfocal.checkpoints.mmdet import MAX_CLASSES, classes_in_checkpoint, load_gfocal_weights
+from keras_gfocal.convert.coco80 import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from keras_gfocal.convert.mmdet import MAX_CLASSES, classes_in_checkpoint, load_gfocal_weights
 from keras_gfocal.detector import GFocalDetector
 from keras_gfocal.presets import preset_config
 

@@ -1,9 +1,14 @@
-"""torchvision ResNet weights for ``keras_gfocal.layers.ResNetBackbone``."""
+"""torchvision's ResNet weights for ``keras_gfocal.layers.ResNetBackbone``: its key map and
+its ImageNet files."""
 
 import hashlib
 import os
 
+import keras
+
+from keras_gfocal.checkpoints import read_state_dict
 from keras_gfocal.checkpoints.mapping import assign_all, batch_norm_rows, conv_rows
+from keras_gfocal.layers.resnet import ResNetBackbone
 
 #: torchvision's ImageNet files, as MMDetection's ``torchvision://resnetNN`` names them;
 #: the 8 hex digits in each name start the file's SHA-256.
@@ -14,7 +19,10 @@ IMAGENET_URLS = {
 
 
 def resnet_rows(backbone, prefix=""):
-    """``(checkpoint key, variable, transform)`` rows of a ResNetBackbone, torchvision names."""
+    """``(checkpoint key, variable, transform)`` rows of a built ``ResNetBackbone``, in torchvision's
+    names after ``prefix`` (``"backbone."`` in MMDetection's detectors)."""
+    if not isinstance(backbone, ResNetBackbone):
+        raise TypeError(f"resnet_rows reads a ResNetBackbone, got {type(backbone).__name__}.")
     stem = {layer.name: layer for layer in backbone.stem}
     rows = conv_rows(f"{prefix}conv1", stem["conv1"]) + batch_norm_rows(f"{prefix}bn1", stem["bn1"])
     for s, stage in enumerate(backbone.stages, start=1):
@@ -29,24 +37,32 @@ def resnet_rows(backbone, prefix=""):
     return rows
 
 
-def _download_imagenet(depth):
-    import keras
+def check_sha256_prefix(path, prefix):
+    """Returns ``path`` if its SHA-256 starts with ``prefix`` (hex), else raises naming it.
 
-    url = IMAGENET_URLS[depth]
-    name = os.path.basename(url)
-    path = keras.utils.get_file(name, url, cache_subdir="models")
+    Raises:
+        ValueError: the digest differs (a damaged or replaced download).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    expected = name.rsplit("-", 1)[1].split(".")[0]
-    if not digest.hexdigest().startswith(expected):
-        raise ValueError(f"{path} is damaged (its SHA-256 does not start with {expected}); delete it and retry.")
+    if not digest.hexdigest().startswith(prefix):
+        raise ValueError(f"{path} is damaged (its SHA-256 does not start with {prefix}); delete it and retry.")
     return path
 
 
+def imagenet_file(depth):
+    """The local path of torchvision's ImageNet ResNet-``depth`` file, downloaded once into the
+    Keras cache (``~/.keras/models``) and checked against the digest prefix in its name."""
+    url = IMAGENET_URLS[depth]
+    name = os.path.basename(url)
+    path = keras.utils.get_file(name, url, cache_subdir="models")
+    return check_sha256_prefix(path, name.rsplit("-", 1)[1].split(".")[0])
+
+
 def load_resnet_weights(backbone, source):
-    """Loads torchvision ResNet weights into ``backbone`` (builds it if needed).
+    """Loads torchvision ResNet weights into ``backbone`` (builds it if needed), all or nothing.
 
     Args:
         backbone: a ``keras_gfocal.layers.ResNetBackbone``.
@@ -54,13 +70,16 @@ def load_resnet_weights(backbone, source):
             into the Keras cache), the path of a torchvision ResNet state dict
             (``.pth``, read without torch; its ``fc.*`` keys are ignored), or
             a ``{key: array}`` dict in torchvision's names.
+    Raises:
+        CheckpointError (a ValueError): the file cannot be read, or its keys and shapes
+            do not fit the backbone (the first offending keys named).
+        ValueError: the ImageNet download's digest is wrong.
+        OSError: the download failed.
     """
-    from keras_gfocal.checkpoints.pth import read_state_dict
-
     if isinstance(source, dict):
         state_dict, name = source, "the given state dict"
     else:
-        path = _download_imagenet(backbone.depth) if source == "imagenet" else os.fspath(source)
+        path = imagenet_file(backbone.depth) if source == "imagenet" else os.fspath(source)
         state_dict, name = read_state_dict(path)[0], path
     if not backbone.built:
         backbone.build((None, None, None, 3))

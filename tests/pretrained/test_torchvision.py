@@ -1,0 +1,120 @@
+"""torchvision ResNet weights: a local file, a missing one, and the checked ImageNet download.
+
+The file is torchvision's ResNet-50 state dict in its real keys and shapes (the reference
+fixture's list), each tensor holding one value of its own, so every variable shows which key
+filled it. No network: keras' ``get_file`` is replaced by one that hands back the local file.
+``GFocalDetector.from_preset(backbone_weights=...)`` loads through the same converter.
+"""
+
+import hashlib
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from hostile_files import constant_checkpoint
+from reference_weights import load_fixture
+
+from keras_gfocal import GFocalDetector
+from keras_gfocal.layers import ResNetBackbone, TinyBackbone
+from keras_gfocal.pretrained import load_backbone_weights, torchvision
+
+REAL_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
+
+
+@pytest.fixture(scope="module")
+def resnet50_file(tmp_path_factory):
+    """``(path, {key: value})`` of a torchvision ResNet-50 ``.pth`` with one value per tensor."""
+    shapes = json.loads(str(load_fixture("torchvision_resnet50.npz")["shapes"]))
+    data, values = constant_checkpoint(shapes)
+    path = tmp_path_factory.mktemp("weights") / "resnet50_local.pth"
+    path.write_bytes(data)
+    return path, values
+
+
+def test_a_local_file_fills_every_variable_from_its_own_key(resnet50_file):
+    path, values = resnet50_file
+    backbone = ResNetBackbone(50)
+    load_backbone_weights(backbone, pathlib.Path(path))  # a path object as well as a str
+    assert backbone.built
+    stage3_block0, stage4_block2 = backbone.stages[2][0], backbone.stages[3][2]
+    for variable, key in [
+        (backbone.stem[1].kernel, "conv1.weight"),  # after the stem's padding layer
+        (stage3_block0.downsample_bn.beta, "layer3.0.downsample.1.bias"),
+        (stage4_block2.bn3.moving_variance, "layer4.2.bn3.running_var"),
+        (stage4_block2.conv2.kernel, "layer4.2.conv2.weight"),
+    ]:
+        assert np.all(np.asarray(variable) == values[key]), key
+    # Every variable holds one key's value, and every key but fc.* and the step counters filled one.
+    held = []
+    for variable in backbone.weights:
+        array = np.asarray(variable)
+        assert np.all(array == array.flat[0]), variable.path
+        held.append(float(array.flat[0]))
+    used = [v for k, v in values.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
+    assert sorted(held) == sorted(used) and len(used) == 265
+
+
+def test_a_missing_file_is_named(tmp_path):
+    missing = str(tmp_path / "nowhere" / "resnet50.pth")
+    with pytest.raises(FileNotFoundError, match="nowhere/resnet50.pth"):
+        load_backbone_weights(ResNetBackbone(50), missing)
+
+
+def _fake_get_file(monkeypatch, path):
+    """Replaces keras' downloader with one that records its arguments and returns ``path``."""
+    calls = []
+
+    def get_file(fname, origin, cache_subdir):
+        calls.append((fname, origin, cache_subdir))
+        return str(path)
+
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    return calls
+
+
+def test_imagenet_downloads_torchvision_file_and_refuses_a_wrong_digest(monkeypatch, tmp_path):
+    damaged = tmp_path / "resnet50-0676ba61.pth"
+    damaged.write_bytes(b"not the ImageNet weights")
+    calls = _fake_get_file(monkeypatch, damaged)
+    with pytest.raises(ValueError, match=rf"^{damaged} is damaged \(its SHA-256 does not start with 0676ba61\)"):
+        load_backbone_weights(ResNetBackbone(50), "imagenet")
+    assert calls == [("resnet50-0676ba61.pth", REAL_URL, "models")]
+    assert torchvision.IMAGENET_URLS[101].endswith("/resnet101-63fe2227.pth")
+
+
+def test_imagenet_file_with_the_named_digest_is_loaded(monkeypatch, resnet50_file):
+    path, values = resnet50_file
+    prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    url = f"https://download.pytorch.org/models/resnet50-{prefix}.pth"
+    monkeypatch.setitem(torchvision.IMAGENET_URLS, 50, url)
+    calls = _fake_get_file(monkeypatch, path)
+    backbone = ResNetBackbone(50)
+    load_backbone_weights(backbone, "imagenet")
+    assert calls == [(f"resnet50-{prefix}.pth", url, "models")]
+    assert np.all(np.asarray(backbone.stem[1].kernel) == values["conv1.weight"])
+
+
+def test_a_backbone_without_a_converter_is_named():
+    with pytest.raises(ValueError, match=r"^TinyBackbone has no pretrained-weight converter \(.*ResNetBackbone\)"):
+        load_backbone_weights(TinyBackbone(), "imagenet")
+
+
+def test_from_preset_loads_backbone_weights_through_the_converter(monkeypatch, resnet50_file, tmp_path):
+    path, values = resnet50_file
+    model = GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=str(path))
+    assert np.all(np.asarray(model.backbone.stem[1].kernel) == values["conv1.weight"])
+    missing = str(tmp_path / "nowhere.pth")
+    with pytest.raises(
+        ValueError, match=rf"^Could not load backbone weights '{missing}' for preset 'gfocal_v2_r50_fpn': "
+    ):
+        GFocalDetector.from_preset("gfocal_v2_r50_fpn", num_classes=2, backbone_weights=missing)
+    with pytest.raises(ValueError, match="'gfocal_v2_tiny': TinyBackbone has no pretrained-weight converter"):
+        GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2, backbone_weights="imagenet")
+    # The R50 presets' default is torchvision's ImageNet file.
+    damaged = tmp_path / "resnet50-0676ba61.pth"
+    damaged.write_bytes(b"truncated")
+    _fake_get_file(monkeypatch, damaged)
+    with pytest.raises(ValueError, match=r"weights 'imagenet' for preset 'gfocal_v1_r50_fpn': .* is damaged"):
+        GFocalDetector.from_preset("gfocal_v1_r50_fpn", num_classes=2)
