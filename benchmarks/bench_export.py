@@ -182,7 +182,7 @@ def main():
         return speed(args)
     import keras
 
-    import keras_gfocal  # noqa: F401  registers the serialisable classes
+    import keras_gfocal.detector  # noqa: F401  registers the serialisable classes
     from keras_gfocal.data import CocoDataset
     from keras_gfocal.evaluation import coco_evaluate, detect_coco
     from keras_gfocal.export import disk_size, export_model, load_detector

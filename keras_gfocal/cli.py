@@ -1,6 +1,10 @@
 """The ``gfocal`` command: synth, train, evaluate, predict, export, analyze, demo, convert.
 
 Each subcommand has ``--help``; every one prints where its outputs went.
+
+The parser is built from plain-Python modules (``constants``, ``presets``), so
+``--help`` and argument errors answer without importing TensorFlow; each
+command imports what it needs when it runs.
 """
 
 import argparse
@@ -8,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 
@@ -21,8 +26,39 @@ def _size(text):
     return tuple(parts)
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: TensorFlow's C++ INFO and WARNING lines in absl's format (``I0000 00:00:1796457894.147004  2437
+#: port.cc:153] ...``; the clock is not set that early), and the banner absl writes before them.
+_TENSORFLOW_NOTICE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+)
+
+
+def _import_tensorflow():
+    """Imports TensorFlow with its C++ INFO and WARNING lines kept off stderr, unless the user chose.
+
+    ``TF_CPP_MIN_LOG_LEVEL=2`` (set only if the user has not set it) quiets
+    TensorFlow's C++ log once it has read the variable; but its libraries log
+    while loading, before that (the oneDNN notice, once per library), whatever
+    the variable says. So, if the user left the level to us, file descriptor 2
+    goes to a temporary file during the import, and every line of it but those
+    notices is written back to stderr afterwards.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return  # the user's level (or an earlier import) decides
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            log.seek(0)
+            lines = log.read().decode("utf-8", "replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _TENSORFLOW_NOTICE.match(line)))
 
 
 # ------------------------------------------------------------------ commands
@@ -345,9 +381,8 @@ def _add_dataset_image_checks(parser):
 
 
 def build_parser():
-    from keras_gfocal.data.transforms import REFERENCE_IMAGE_SIZE
-    from keras_gfocal.export import FORMATS
-    from keras_gfocal.export.tflite import QUANTIZATIONS
+    # Plain-Python modules only: no TensorFlow before a command runs.
+    from keras_gfocal.constants import EXPORT_FORMATS, REFERENCE_IMAGE_SIZE, TFLITE_QUANTIZATIONS
     from keras_gfocal.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -452,10 +487,10 @@ def build_parser():
         description="Export a trained .keras model. Flags that do not apply to a format are accepted and ignored.",
     )
     p.add_argument("--model", required=True, help="the .keras file to export")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument(
         "--quantize",
-        choices=[q for q in QUANTIZATIONS if q],
+        choices=[q for q in TFLITE_QUANTIZATIONS if q],
         default=None,
         help="TFLite only: float16 weights, dynamic-range int8, or full int8 (needs calibration)",
     )
@@ -524,7 +559,7 @@ def build_parser():
 
     p = sub.add_parser(
         "demo",
-        help="synthetic data -> train on CPU -> COCO mAP -> picture (about 15 min)",
+        help="synthetic data -> train on CPU -> COCO mAP -> picture (about 14 min on 2 CPU cores)",
         description="The end-to-end demo: needs no dataset and no internet.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -543,8 +578,8 @@ def build_parser():
 
 
 def main(argv=None):
-    _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    _import_tensorflow()
     try:
         args.func(args)
     except (ValueError, OSError) as err:  # bad input (FileNotFoundError is an OSError): one line, no traceback

@@ -1,11 +1,10 @@
 """Named detector configurations for ``GFocalDetector.from_preset``.
 
-Each preset names a backbone (a class and its arguments), the default weights
-it loads, and the detector's other constructor arguments.
+Each preset names a backbone (a class of ``keras_gfocal.layers`` and its
+arguments), the default weights it loads, and the detector's other constructor
+arguments. The backbone is named, not imported, so that reading ``PRESETS``
+(the ``gfocal`` command's ``--preset`` choices) starts no TensorFlow.
 """
-
-from keras_gfocal.layers import ResNetBackbone, TinyBackbone
-from keras_gfocal.pretrained import load_backbone_weights
 
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
 _TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
@@ -13,31 +12,31 @@ _TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "grou
 PRESETS = {
     "gfocal_v2_r50_fpn": {
         "description": "GFocalV2, ResNet-50-FPN, as the reference (41.0 AP on COCO with the 1x schedule).",
-        "backbone": (ResNetBackbone, {"depth": 50}),
+        "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
     },
     "gfocal_v2_r101_fpn": {
         "description": "GFocalV2, ResNet-101-FPN.",
-        "backbone": (ResNetBackbone, {"depth": 101}),
+        "backbone": ("ResNetBackbone", {"depth": 101}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
     },
     "gfocal_v1_r50_fpn": {
         "description": "GFocalV1 (no DGQP, QFL on logits), ResNet-50-FPN.",
-        "backbone": (ResNetBackbone, {"depth": 50}),
+        "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",
-        "backbone": (TinyBackbone, {"base_width": 16}),
+        "backbone": ("TinyBackbone", {"base_width": 16}),
         "default_backbone_weights": None,
         "config": {"dgqp": True, **_TINY_HEAD},
     },
     "gfocal_v1_tiny": {
         "description": "GFocalV1 on the tiny backbone: CPU comparisons with gfocal_v2_tiny.",
-        "backbone": (TinyBackbone, {"base_width": 16}),
+        "backbone": ("TinyBackbone", {"base_width": 16}),
         "default_backbone_weights": None,
         "config": {"dgqp": False, **_TINY_HEAD},
     },
@@ -66,11 +65,14 @@ def preset_backbone(name, weights="default"):
         ValueError: an unknown preset, or weights that cannot be loaded (naming
             them, the preset and the cause).
     """
+    from keras_gfocal import layers
+    from keras_gfocal.pretrained import load_backbone_weights
+
     preset = _preset(name)
-    backbone_class, kwargs = preset["backbone"]
+    class_name, kwargs = preset["backbone"]
     if weights == "default":
         weights = preset["default_backbone_weights"]
-    backbone = backbone_class(**kwargs, name="backbone")
+    backbone = getattr(layers, class_name)(**kwargs, name="backbone")
     if weights is not None:
         try:
             load_backbone_weights(backbone, weights)

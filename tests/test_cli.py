@@ -12,7 +12,7 @@ from keras_gfocal.cli import build_parser, main
 
 
 def test_every_command_has_help(capsys):
-    for command in ("synth", "train", "evaluate", "predict", "export", "analyze", "demo"):
+    for command in ("synth", "train", "evaluate", "predict", "export", "analyze", "demo", "convert"):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([command, "--help"])
         assert exit_info.value.code == 0
@@ -74,7 +74,7 @@ def test_synth_train_evaluate_predict(tmp_path, capsys):
     # names and category ids are still the ones `gfocal train` wrote.
     import keras
 
-    import keras_gfocal  # noqa: F401  (registers the model's classes)
+    import keras_gfocal.detector  # noqa: F401  (registers the model's classes)
 
     model = keras.saving.load_model(f"{run}/model.keras")
     kernel, bias = model.head.cls_out.get_weights()
@@ -234,6 +234,25 @@ def _coco_folder(tmp_path, bbox, image_names=("a.png",)):
     return str(ann_file), str(image_dir)
 
 
+def _train_argv(ann_file, image_dir, tmp_path, batch_size):
+    """``gfocal train`` of the tiny preset at 32 x 32 on a ``_coco_folder`` dataset, into ``tmp_path / "run"``."""
+    return [
+        "train",
+        "--train-ann",
+        ann_file,
+        "--train-images",
+        image_dir,
+        "--out",
+        str(tmp_path / "run"),
+        "--preset",
+        "gfocal_v2_tiny",
+        "--image-size",
+        "32",
+        "--batch-size",
+        str(batch_size),
+    ]
+
+
 def _cut(path):
     data = open(path, "rb").read()
     with open(path, "wb") as f:
@@ -250,23 +269,7 @@ def _cut(path):
 )
 def test_train_answers_a_broken_bbox_in_one_line(tmp_path, capsys, bbox, reason):
     ann_file, image_dir = _coco_folder(tmp_path, bbox)
-    code = main(
-        [
-            "train",
-            "--train-ann",
-            ann_file,
-            "--train-images",
-            image_dir,
-            "--out",
-            str(tmp_path / "run"),
-            "--preset",
-            "gfocal_v2_tiny",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "1",
-        ]
-    )
+    code = main(_train_argv(ann_file, image_dir, tmp_path, batch_size=1))
     assert code == 2
     line = _one_error_line(capsys.readouterr().err, "train")
     assert line == f"gfocal train: error: {ann_file}: annotation 5 (image 1, a.png): {reason}"
@@ -274,23 +277,7 @@ def test_train_answers_a_broken_bbox_in_one_line(tmp_path, capsys, bbox, reason)
 
 def test_train_without_usable_boxes_says_why(tmp_path, capsys):
     ann_file, image_dir = _coco_folder(tmp_path, [1, 1, 0, 20])
-    code = main(
-        [
-            "train",
-            "--train-ann",
-            ann_file,
-            "--train-images",
-            image_dir,
-            "--out",
-            str(tmp_path / "run"),
-            "--preset",
-            "gfocal_v2_tiny",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "2",
-        ]
-    )
+    code = main(_train_argv(ann_file, image_dir, tmp_path, batch_size=2))
     assert code == 2
     captured = capsys.readouterr()
     line = _one_error_line(captured.err, "train")
@@ -306,21 +293,7 @@ def test_train_names_every_truncated_image_and_skips_them_on_request(tmp_path, c
     ann_file, image_dir = _coco_folder(tmp_path, [2, 2, 20, 20], ["a.png", "cut1.jpg", "cut2.jpg"])
     for name in ("cut1.jpg", "cut2.jpg"):
         _cut(os.path.join(image_dir, name))
-    args = [
-        "train",
-        "--train-ann",
-        ann_file,
-        "--train-images",
-        image_dir,
-        "--out",
-        str(tmp_path / "run"),
-        "--preset",
-        "gfocal_v2_tiny",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "2",
-    ]
+    args = _train_argv(ann_file, image_dir, tmp_path, batch_size=2)
     assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err, "train")
     assert line.startswith(f"gfocal train: error: 2 bad image(s) listed in {ann_file}")

@@ -17,6 +17,7 @@ LAYERS = (
     (
         "foundations",
         (
+            "keras_gfocal.constants",
             "keras_gfocal.image",
             "keras_gfocal.boxes",
             "keras_gfocal.schedules",

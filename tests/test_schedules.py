@@ -40,7 +40,7 @@ def test_schedule_serialises():
 _LOAD_WITHOUT_TRAINING = """
 import sys
 import keras
-import keras_gfocal
+import keras_gfocal.detector
 model = keras.saving.load_model(sys.argv[1], safe_mode=True)
 schedule = model.optimizer.get_config()["learning_rate"]
 print(schedule["class_name"], schedule["config"]["boundaries"], schedule["config"]["warmup_steps"])

@@ -40,17 +40,9 @@ pixel), so predictions map back to original pixels exactly by dividing by ``scal
 
 import tensorflow as tf
 
+from keras_gfocal.constants import REFERENCE_IMAGE_SIZE as REFERENCE_IMAGE_SIZE  # re-exported
+from keras_gfocal.constants import REFERENCE_TEST_SCALE
 from keras_gfocal.image import normalize_image
-
-#: The reference's training canvas `(H, W)` (MMDetection's `Resize(img_scale=(1333, 800))`):
-#: the default of training, of the data pipeline, and of exporting or analysing
-#: a model that records no canvas of its own.
-REFERENCE_IMAGE_SIZE = (800, 1333)
-
-#: The reference's test-time scale limits: (short side, long side). The same
-#: numbers as `REFERENCE_IMAGE_SIZE`, another rule: limits that follow each
-#: image's orientation, not a fixed canvas.
-REFERENCE_TEST_SCALE = (800, 1333)
 
 
 def padded_size(image_size, pad_to_multiple=32):

@@ -10,13 +10,12 @@
 
 import os
 
+from keras_gfocal.constants import EXPORT_FORMATS as FORMATS
 from keras_gfocal.export.metadata import read_metadata
 from keras_gfocal.export.onnx import export_onnx
 from keras_gfocal.export.runtime import ModelFileError, load_detector
 from keras_gfocal.export.saved_model import export_saved_model
 from keras_gfocal.export.tflite import export_tflite, tflite_op_names
-
-FORMATS = ("saved_model", "tflite", "onnx")
 
 
 def disk_size(path):

@@ -238,7 +238,7 @@ def load_keras_model(path):
     """
     import keras
 
-    import keras_gfocal  # noqa: F401  registers the serialisable classes
+    import keras_gfocal.detector  # noqa: F401  registers the serialisable classes
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Model not found: {path}")

@@ -22,6 +22,7 @@ from tensorflow.lite.python import convert as tflite_convert
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tqdm.auto import tqdm
 
+from keras_gfocal.constants import TFLITE_QUANTIZATIONS as QUANTIZATIONS
 from keras_gfocal.data.input_resize import input_resize
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
@@ -30,8 +31,6 @@ from keras_gfocal.layers.dgqp import STATISTICS_SCOPE as DISTRIBUTION_STATISTICS
 from keras_gfocal.layers.gfl_head import JOINT_SCORE_SCOPE, GFLHead
 from keras_gfocal.layers.group_norm import STATISTICS_SCOPE as GROUP_NORM_STATISTICS
 from keras_gfocal.layers.group_norm import GroupNormalization
-
-QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
 
 def calibration_images(ann, images, image_size, count=100):
