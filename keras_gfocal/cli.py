@@ -588,6 +588,10 @@ def main(argv=None):
     except Exception as err:
         if not _is_image_decode_error(err):
             raise  # a real bug: keep the traceback
+        named = re.search(r"Cannot decode image [^\]]*", str(err))  # the pipeline's own message, naming the file
+        if named:
+            print(f"gfocal {args.command}: error: {' '.join(named.group(0).split())}", file=sys.stderr)
+            return 2
         cause = re.search(r"(jpeg::Uncompress|Invalid JPEG|Invalid PNG|Unknown image file format)[^\[]*", str(err))
         reason = " ".join(cause.group(0).split()) if cause else _one_line(err)
         print(
@@ -613,6 +617,7 @@ def _is_image_decode_error(err):
     return any(
         k in text
         for k in (
+            "Cannot decode image",
             "jpeg::Uncompress",
             "Invalid JPEG",
             "Invalid PNG",

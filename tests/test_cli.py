@@ -349,6 +349,13 @@ def test_evaluate_and_predict_skip_truncated_images(tmp_path, capsys, tiny_model
     out = capsys.readouterr().out
     assert "left out: 1 bad image(s) (cut.jpg)" in out and "detections on 1 images" in out
     assert reached == [1]  # image 2, cut.jpg, never reached the pipeline
+    # Headers only: cut.jpg reaches the pipeline, whose error names it, in one line.
+    assert main(evaluate + ["--verify-images", "header"]) == 2
+    line = _one_error_line(capsys.readouterr().err, "evaluate")
+    assert line.startswith(
+        f"gfocal evaluate: error: Cannot decode image {os.path.join(image_dir, 'cut.jpg')}: not a complete JPEG"
+    ), line
+    assert "--verify-images decode" in line
 
     predict = ["predict", image_dir, "--model", model_path, "--out", str(tmp_path / "pred")]
     assert main(predict) == 2
