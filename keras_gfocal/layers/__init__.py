@@ -1,6 +1,7 @@
 """Layers of the GFocal detector."""
 
 from keras_gfocal.layers.backbone import Backbone, TinyBackbone
+from keras_gfocal.layers.deformable_conv import DeformableConv2D
 from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.fpn import FPN
 from keras_gfocal.layers.gfl_head import GFLHead
@@ -8,4 +9,14 @@ from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.resnet import ResNetBackbone
 from keras_gfocal.layers.scale import Scale
 
-__all__ = ["DGQP", "FPN", "Backbone", "GFLHead", "GroupNormalization", "ResNetBackbone", "Scale", "TinyBackbone"]
+__all__ = [
+    "DGQP",
+    "FPN",
+    "Backbone",
+    "DeformableConv2D",
+    "GFLHead",
+    "GroupNormalization",
+    "ResNetBackbone",
+    "Scale",
+    "TinyBackbone",
+]
