@@ -124,6 +124,27 @@ def test_modulated_mask_scales_each_sample_by_its_sigmoid():
     np.testing.assert_allclose(output, expected, rtol=1e-5)
 
 
+def test_offsets_receive_the_gradient_of_the_bilinear_sampling():
+    # Inside one pixel cell the sample is linear in each offset, so central differences of the
+    # NumPy sampler are exact; the layer's gradient reaches conv_offset through the weights.
+    dy, dx, step = 0.3, -0.4, 0.05
+    bias = np.zeros(18, np.float32)
+    bias[8:10] = dy, dx
+    layer = _constant_offset_layer(bias)
+    upstream = np.random.default_rng(0).normal(size=RAMP.shape).astype(np.float32)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(RAMP) * upstream)
+    gradient = np.asarray(tape.gradient(loss, layer.conv_offset.bias))
+
+    def loss_at(y, x):
+        return np.sum(_numpy_bilinear_zero_padded(RAMP[0, :, :, 0].astype(np.float64), y, x) * upstream[0, :, :, 0])
+
+    expected_dy = (loss_at(dy + step, dx) - loss_at(dy - step, dx)) / (2 * step)
+    expected_dx = (loss_at(dy, dx + step) - loss_at(dy, dx - step)) / (2 * step)
+    np.testing.assert_allclose(gradient[8:10], [expected_dy, expected_dx], rtol=1e-4)
+    np.testing.assert_array_equal(gradient[:8], 0.0)  # taps whose kernel weight is zero
+
+
 @pytest.mark.parametrize("kwargs", [dict(strides=2), dict(dilation=2), dict(padding=0)], ids=str)
 def test_zero_offsets_give_a_plain_convolution(kwargs):
     # A fresh layer: conv_offset is zero-initialised, so it samples the regular grid.
