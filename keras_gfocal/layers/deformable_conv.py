@@ -155,11 +155,11 @@ class DeformableConv2D(keras.layers.Layer):
         return outputs
 
     def _sample(self, inputs, offsets):
-        """Bilinear samples ``[B * H_out * W_out * k * k, C]``, taps in row-major order.
+        """Bilinear samples ``[B * H_out * W_out, k * k * C]``: one row per output pixel (row-major).
 
         ``inputs`` is ``[B, H, W, C]``; ``offsets`` the offset conv's ``[B, H_out,
-        W_out, n]``. Rows are output pixels (row-major) then taps; columns are
-        the input channels, deform group by deform group.
+        W_out, n]``. Each row holds the taps in row-major order, each tap the
+        input channels, deform group by deform group.
         """
         batch, height, width, channels = (
             ops.shape(inputs)[0],
