@@ -2,8 +2,9 @@
 
 The fixtures in tests/fixtures/ hold outputs of the real PyTorch reference
 modules (torchvision's ResNet-50; MMDetection 3.3's ResNet + FPN + GFL head,
-with the official GFocalV2 quality branch on top), computed once by
-tests/fixtures/make_reference_fixtures.py with every tensor of their state dict
+with the official GFocalV2 quality branch on top; MMDetection's ResNet-101 with
+DCN in c3-c5), computed once by tests/fixtures/make_reference_fixtures.py (and
+make_resnet_dcn_fixtures.py) with every tensor of their state dict
 drawn by ``reference_weights.seeded_state_dict``. Here the same state dicts go
 through this package's converters, and the Keras outputs must match.
 """
@@ -39,6 +40,39 @@ def test_torchvision_resnet50_gives_the_reference_c3_c4_c5():
     for name, actual in zip(("c3", "c4", "c5"), outputs):
         assert actual.shape == fixture[name].shape, name
         assert _relative_error(actual, fixture[name]) <= RTOL, name
+
+
+def test_mmdet_resnet101_with_dcn_in_c3_c5_gives_the_reference_c3_c4_c5():
+    fixture = load_fixture("resnet101_dcn_reference.npz")
+    # The offset convs' seeded weights, scaled as the generator scaled them: offsets of about a pixel.
+    state_dict = {
+        key: value * fixture["offset_scale"] if key.endswith(".conv_offset.weight") else value
+        for key, value in fixture_state_dict(fixture).items()
+    }
+    assert sum(key.endswith("conv2.conv_offset.weight") for key in state_dict) == 4 + 23 + 3
+    backbone = ResNetBackbone(101, dcn_stages=(False, True, True, True))
+    load_resnet_weights(backbone, state_dict)
+    statistics = [w for w in backbone.weights if w.path.endswith(("moving_mean", "moving_variance"))]
+    parameters = sum(int(np.prod(w.shape)) for w in backbone.weights if not any(w is s for s in statistics))
+    assert parameters == int(fixture["parameters"]) == 43_786_332
+    block = backbone.stages[1][0]  # layer2.0: the offsets really move the samples (|mean| about a pixel)
+    offsets = block.conv2.conv_offset(np.pad(_block_input(backbone, fixture["image"]), ((0, 0), (1, 1), (1, 1), (0, 0))))
+    assert _relative_error(offsets, fixture["offset_layer2_0"]) <= RTOL
+    assert 0.5 < float(np.mean(np.abs(fixture["offset_layer2_0"]))) < 2.0
+    for name, actual in zip(("c3", "c4", "c5"), backbone(fixture["image"])):
+        assert actual.shape == fixture[name].shape, name
+        assert _relative_error(actual, fixture[name]) <= RTOL, name
+
+
+def _block_input(backbone, image):
+    """What ``layer2.0``'s conv2 reads: the stem, ``layer1`` and ``layer2.0``'s conv1, bn1, ReLU."""
+    x = image
+    for layer in backbone.stem:
+        x = layer(x)
+    for block in backbone.stages[0]:
+        x = block(x)
+    block = backbone.stages[1][0]
+    return np.maximum(np.asarray(block.bn1(block.conv1(x))), 0.0)
 
 
 @pytest.mark.parametrize(
@@ -78,5 +112,7 @@ def test_a_checkpoint_that_does_not_fit_names_the_keys():
     with pytest.raises(CheckpointMismatchError, match=r"shapes that differ: neck\.fpn_convs\.3\.conv\.weight"):
         convert_checkpoint(wrong, "gfocal_v1_r50_fpn")
     dcn = dict(state_dict, **{"backbone.layer2.0.conv2.conv_offset.weight": np.zeros((18, 128, 3, 3), "float32")})
-    with pytest.raises(CheckpointMismatchError, match="deformable-conv"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"not used by the model: backbone\.layer2\.0\.conv2\.conv_offset\.weight\.$"
+    ):
         convert_checkpoint(dcn, "gfocal_v1_r50_fpn")

@@ -4,6 +4,7 @@ import keras
 
 from keras_gfocal.layers.backbone import Backbone
 from keras_gfocal.layers.chain import build_chain
+from keras_gfocal.layers.deformable_conv import DeformableConv2D
 
 # Bottleneck blocks per stage (layer1..layer4).
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -48,24 +49,39 @@ class ResNetBackbone(Backbone):
     (``layer2_0_conv2`` is ``layer2.0.conv2``); torchvision's weights load
     through ``keras_gfocal.pretrained.load_backbone_weights``.
 
+    With ``dcn_stages`` (the reference's ``stage_with_dcn``), every
+    bottleneck of a listed stage has a ``DeformableConv2D`` as its 3x3
+    ``conv2``, with the same stride and padding (MMDetection's ``dcn=dict(
+    type='DCN')``, or ``'DCNv2'`` with ``dcn_modulated``); its offset conv
+    starts at zero, so a fresh stage computes what the plain one does.
+
     Args:
         depth: 50 or 101.
         frozen_stages: 0 freezes nothing (BatchNorm statistics stay frozen),
             1 (the reference) freezes the stem and ``layer1``, up to 4.
+        dcn_stages: four booleans, one per stage (``layer1`` .. ``layer4``):
+            whether its bottlenecks deform their 3x3 conv. Default none
+            (``(False, True, True, True)`` in the R101-DCN models).
+        dcn_modulated: DCNv2 (offsets and a sigmoid mask) instead of DCNv1.
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std
         (what torchvision's weights expect), H and W multiples of 32.
     Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(self, depth=50, frozen_stages=1, **kwargs):
+    def __init__(self, depth=50, frozen_stages=1, dcn_stages=(False, False, False, False), dcn_modulated=False, **kwargs):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
+        dcn_stages = tuple(dcn_stages)
+        if len(dcn_stages) != 4 or not all(isinstance(flag, bool) for flag in dcn_stages):
+            raise ValueError(f"dcn_stages must be four booleans (layer1..layer4), got {dcn_stages!r}.")
         self.depth = depth
         self.frozen_stages = frozen_stages
+        self.dcn_stages = dcn_stages
+        self.dcn_modulated = bool(dcn_modulated)
         self.stem = _conv(64, 7, 2, "conv1") + [
             _bn("bn1"),
             keras.layers.ReLU(name="relu"),
@@ -80,6 +96,8 @@ class ResNetBackbone(Backbone):
                         width,
                         strides=2 if stage > 1 and block == 0 else 1,
                         downsample=block == 0,
+                        deformable=dcn_stages[stage - 1],
+                        modulated=self.dcn_modulated,
                         name=f"layer{stage}_{block}",
                     )
                     for block in range(blocks)
@@ -113,25 +131,40 @@ class ResNetBackbone(Backbone):
 
     def get_config(self):
         # The weights travel in the saved model.
-        return {**super().get_config(), "depth": self.depth, "frozen_stages": self.frozen_stages}
+        return {
+            **super().get_config(),
+            "depth": self.depth,
+            "frozen_stages": self.frozen_stages,
+            "dcn_stages": list(self.dcn_stages),
+            "dcn_modulated": self.dcn_modulated,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class Bottleneck(keras.layers.Layer):
     """1x1 -> 3x3 (stride here) -> 1x1 (x4 channels) with a projection shortcut
-    when ``downsample``; BatchNorm in inference mode throughout.
+    when ``downsample``; BatchNorm in inference mode throughout. With
+    ``deformable`` the 3x3 conv is a ``DeformableConv2D`` (DCNv2 when
+    ``modulated``) of the same stride and padding.
 
     Input ``[B, H, W, C]``; output ``[B, H/strides, W/strides, 4 * width]``.
     """
 
-    def __init__(self, width, strides=1, downsample=False, **kwargs):
+    def __init__(self, width, strides=1, downsample=False, deformable=False, modulated=False, **kwargs):
         super().__init__(**kwargs)
         self.width = width
         self.strides = strides
         self.downsample = downsample
+        self.deformable = bool(deformable)
+        self.modulated = bool(modulated)
         self.conv1 = keras.layers.Conv2D(width, 1, use_bias=False, name="conv1")
         self.bn1 = _bn("bn1")
-        self.pad2, self.conv2 = _conv(width, 3, strides, "conv2")
+        if self.deformable:
+            # It pads by itself (PyTorch's padding=1); no padding layer before it.
+            self.pad2 = None
+            self.conv2 = DeformableConv2D(width, 3, strides=strides, padding=1, modulated=modulated, name="conv2")
+        else:
+            self.pad2, self.conv2 = _conv(width, 3, strides, "conv2")
         self.bn2 = _bn("bn2")
         self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=False, name="conv3")
         self.bn3 = _bn("bn3")
@@ -146,7 +179,7 @@ class Bottleneck(keras.layers.Layer):
         inner = shape[:-1] + (self.width,)
         self.conv1.build(shape)
         self.bn1.build(inner)
-        self.conv2.build(self.pad2.compute_output_shape(inner))
+        self.conv2.build(inner if self.pad2 is None else self.pad2.compute_output_shape(inner))
         out = self.compute_output_shape(shape)
         self.bn2.build(out[:-1] + (self.width,))
         self.conv3.build(out[:-1] + (self.width,))
@@ -157,7 +190,8 @@ class Bottleneck(keras.layers.Layer):
 
     def call(self, x):
         y = keras.ops.relu(self.bn1(self.conv1(x), training=False))
-        y = keras.ops.relu(self.bn2(self.conv2(self.pad2(y)), training=False))
+        y = self.conv2(y if self.pad2 is None else self.pad2(y))
+        y = keras.ops.relu(self.bn2(y, training=False))
         y = self.bn3(self.conv3(y), training=False)
         shortcut = self.downsample_bn(self.downsample_conv(x), training=False) if self.downsample else x
         return keras.ops.relu(y + shortcut)
@@ -168,4 +202,11 @@ class Bottleneck(keras.layers.Layer):
         return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.width * _EXPANSION)
 
     def get_config(self):
-        return {**super().get_config(), "width": self.width, "strides": self.strides, "downsample": self.downsample}
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "strides": self.strides,
+            "downsample": self.downsample,
+            "deformable": self.deformable,
+            "modulated": self.modulated,
+        }

@@ -1,5 +1,9 @@
 """torchvision's ResNet weights for ``keras_gfocal.layers.ResNetBackbone``: its key map and
-its ImageNet files."""
+its ImageNet files.
+
+A deformable ``conv2`` (``dcn_stages``) is named as mmcv's ``DeformConv2dPack`` names it:
+``layerX.Y.conv2.weight`` and its offset conv ``layerX.Y.conv2.conv_offset.{weight,bias}``.
+"""
 
 import hashlib
 import os
@@ -18,9 +22,10 @@ IMAGENET_URLS = {
 }
 
 
-def resnet_rows(backbone, prefix=""):
+def resnet_rows(backbone, prefix="", offsets=True):
     """``(checkpoint key, variable, transform)`` rows of a built ``ResNetBackbone``, in torchvision's
-    names after ``prefix`` (``"backbone."`` in MMDetection's detectors)."""
+    names after ``prefix`` (``"backbone."`` in MMDetection's detectors); ``offsets=False`` leaves
+    out the deformable convs' ``conv_offset`` rows."""
     if not isinstance(backbone, ResNetBackbone):
         raise TypeError(f"resnet_rows reads a ResNetBackbone, got {type(backbone).__name__}.")
     stem = {layer.name: layer for layer in backbone.stem}
@@ -31,6 +36,8 @@ def resnet_rows(backbone, prefix=""):
             for i in (1, 2, 3):
                 rows += conv_rows(f"{p}.conv{i}", getattr(block, f"conv{i}"))
                 rows += batch_norm_rows(f"{p}.bn{i}", getattr(block, f"bn{i}"))
+            if block.deformable and offsets:
+                rows += conv_rows(f"{p}.conv2.conv_offset", block.conv2.conv_offset)
             if block.downsample:
                 rows += conv_rows(f"{p}.downsample.0", block.downsample_conv)
                 rows += batch_norm_rows(f"{p}.downsample.1", block.downsample_bn)
@@ -69,7 +76,10 @@ def load_resnet_weights(backbone, source):
         source: ``"imagenet"`` (torchvision's ImageNet file, downloaded once
             into the Keras cache), the path of a torchvision ResNet state dict
             (``.pth``, read without torch; its ``fc.*`` keys are ignored), or
-            a ``{key: array}`` dict in torchvision's names.
+            a ``{key: array}`` dict in torchvision's names. A state dict with
+            no ``conv_offset`` key at all (every ImageNet file) sets the
+            deformable convs' offset convs to zero, as MMDetection initialises
+            them, so they start as plain convs; one with some must have all.
     Raises:
         CheckpointError (a ValueError): the file cannot be read, or its keys and shapes
             do not fit the backbone (the first offending keys named).
@@ -83,9 +93,16 @@ def load_resnet_weights(backbone, source):
         state_dict, name = read_state_dict(path)[0], path
     if not backbone.built:
         backbone.build((None, None, None, 3))
+    with_offsets = any(".conv_offset." in key for key in state_dict)
     assign_all(
         state_dict,
-        resnet_rows(backbone),
+        resnet_rows(backbone, offsets=with_offsets),
         name,
         ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
     )
+    if not with_offsets:
+        for stage in backbone.stages:
+            for block in stage:
+                if block.deformable:
+                    for variable in block.conv2.conv_offset.weights:
+                        variable.assign(keras.ops.zeros_like(variable))

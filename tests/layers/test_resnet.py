@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gfocal.layers import ResNetBackbone
+from keras_gfocal.layers import DeformableConv2D, ResNetBackbone
 from keras_gfocal.layers.resnet import RESNET_BLOCKS, Bottleneck
 
 
@@ -127,3 +127,47 @@ def test_bottleneck_config_round_trip():
     assert (config["width"], config["strides"], config["downsample"]) == (4, 2, True)
     clone = keras.layers.deserialize(keras.layers.serialize(block))
     assert isinstance(clone, Bottleneck) and clone.get_config() == config
+
+
+def test_dcn_stages_put_a_deformable_conv2_in_every_block_of_the_listed_stages():
+    backbone = ResNetBackbone(50, dcn_stages=(False, True, False, True), dcn_modulated=True)
+    for stage, deformable in zip(backbone.stages, (False, True, False, True)):
+        for block in stage:
+            assert block.deformable is deformable
+            assert isinstance(block.conv2, DeformableConv2D) is deformable
+            if deformable:
+                # The bottleneck's conv2: its stride (2 in each stage's first block), PyTorch's padding 1.
+                assert block.conv2.strides == block.strides and block.conv2.padding == 1
+                assert block.conv2.modulated and block.pad2 is None
+    assert [b.strides for b in backbone.stages[1][:2]] == [2, 1]
+    # The default: plain 3x3 convs everywhere, as the existing presets and checkpoints.
+    assert not any(block.deformable for stage in ResNetBackbone(50).stages for block in stage)
+
+
+def test_a_fresh_dcn_stage_is_its_plain_stage():
+    # Zero-initialised offsets read the regular grid: the same kernels give the same outputs.
+    plain, deformable = Bottleneck(4, strides=2, downsample=True), Bottleneck(4, 2, True, deformable=True)
+    for block in (plain, deformable):
+        block.build((None, 6, 7, 8))
+    for source in plain.weights:
+        name = source.path.split("/", 1)[1]
+        target = [w for w in deformable.weights if w.path.split("/", 1)[1] == name]
+        assert len(target) == 1, name
+        target[0].assign(source)
+    assert not np.any(np.asarray(deformable.conv2.conv_offset.kernel))
+    x = np.random.default_rng(7).normal(size=(2, 6, 7, 8)).astype("float32")
+    np.testing.assert_allclose(np.asarray(deformable(x)), np.asarray(plain(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_dcn_config_round_trip_and_bad_dcn_stages():
+    backbone = ResNetBackbone(101, dcn_stages=(False, True, True, True), name="r101_dcn")
+    config = backbone.get_config()
+    assert config["dcn_stages"] == [False, True, True, True] and config["dcn_modulated"] is False
+    clone = keras.layers.deserialize(keras.layers.serialize(backbone))
+    assert clone.dcn_stages == (False, True, True, True)
+    assert [isinstance(b.conv2, DeformableConv2D) for b in (clone.stages[0][0], clone.stages[3][2])] == [False, True]
+    block = Bottleneck(4, deformable=True, modulated=True)
+    assert keras.layers.deserialize(keras.layers.serialize(block)).conv2.modulated
+    for bad in ((True, True, True), (0, 1, 1, 1)):
+        with pytest.raises(ValueError, match=r"dcn_stages must be four booleans \(layer1..layer4\), got "):
+            ResNetBackbone(50, dcn_stages=bad)
