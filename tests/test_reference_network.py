@@ -56,7 +56,9 @@ def test_mmdet_resnet101_with_dcn_in_c3_c5_gives_the_reference_c3_c4_c5():
     parameters = sum(int(np.prod(w.shape)) for w in backbone.weights if not any(w is s for s in statistics))
     assert parameters == int(fixture["parameters"]) == 43_786_332
     block = backbone.stages[1][0]  # layer2.0: the offsets really move the samples (|mean| about a pixel)
-    offsets = block.conv2.conv_offset(np.pad(_block_input(backbone, fixture["image"]), ((0, 0), (1, 1), (1, 1), (0, 0))))
+    offsets = block.conv2.conv_offset(
+        np.pad(_block_input(backbone, fixture["image"]), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    )
     assert _relative_error(offsets, fixture["offset_layer2_0"]) <= RTOL
     assert 0.5 < float(np.mean(np.abs(fixture["offset_layer2_0"]))) < 2.0
     for name, actual in zip(("c3", "c4", "c5"), backbone(fixture["image"])):

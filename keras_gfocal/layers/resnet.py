@@ -69,7 +69,9 @@ class ResNetBackbone(Backbone):
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(self, depth=50, frozen_stages=1, dcn_stages=(False, False, False, False), dcn_modulated=False, **kwargs):
+    def __init__(
+        self, depth=50, frozen_stages=1, dcn_stages=(False, False, False, False), dcn_modulated=False, **kwargs
+    ):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")

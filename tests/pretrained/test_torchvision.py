@@ -118,3 +118,42 @@ def test_from_preset_loads_backbone_weights_through_the_converter(monkeypatch, r
     _fake_get_file(monkeypatch, damaged)
     with pytest.raises(ValueError, match=r"weights 'imagenet' for preset 'gfocal_v1_r50_fpn': .* is damaged"):
         GFocalDetector.from_preset("gfocal_v1_r50_fpn", num_classes=2)
+
+
+def test_imagenet_weights_fill_a_dcn_backbone_and_zero_its_offset_convs(resnet50_file):
+    path, values = resnet50_file
+    backbone = ResNetBackbone(50, dcn_stages=(False, True, False, False))
+    backbone.build((None, None, None, 3))
+    offset_conv = backbone.stages[1][0].conv2.conv_offset
+    offset_conv.kernel.assign(np.ones(offset_conv.kernel.shape, "float32"))  # trained before: reset to zero
+    load_backbone_weights(backbone, str(path))
+    # The deformable conv2 takes torchvision's conv2 kernel; the offset convs start at zero, as MMDetection's.
+    np.testing.assert_array_equal(np.asarray(backbone.stages[1][3].conv2.kernel), values["layer2.3.conv2.weight"])
+    for block in backbone.stages[1]:
+        assert not any(np.any(np.asarray(w)) for w in block.conv2.conv_offset.weights)
+
+
+def test_dcn_offsets_in_a_state_dict_are_loaded_all_or_nothing():
+    backbone = ResNetBackbone(50, dcn_stages=(False, True, False, False))
+    shapes = json.loads(str(load_fixture("torchvision_resnet50.npz")["shapes"]))
+    state_dict = {key: np.full(shape, 0.5, "float32") for key, shape in shapes}
+    with_offsets = dict(state_dict)
+    for block in range(4):
+        with_offsets[f"layer2.{block}.conv2.conv_offset.weight"] = np.full((18, 128, 3, 3), 0.25, "float32")
+        with_offsets[f"layer2.{block}.conv2.conv_offset.bias"] = np.full((18,), 0.125, "float32")
+    load_backbone_weights(backbone, with_offsets)
+    offset_conv = backbone.stages[1][3].conv2.conv_offset
+    assert np.all(np.asarray(offset_conv.kernel) == 0.25) and np.all(np.asarray(offset_conv.bias) == 0.125)
+    # Some offset convs but not all: the missing ones are named and nothing changes.
+    partial = {k: v for k, v in with_offsets.items() if not k.startswith("layer2.3.conv2.conv_offset")}
+    partial["layer2.0.conv2.weight"] = np.zeros((128, 128, 3, 3), "float32")
+    with pytest.raises(
+        ValueError,
+        match=r"missing from the checkpoint: layer2\.3\.conv2\.conv_offset\.bias, "
+        r"layer2\.3\.conv2\.conv_offset\.weight\.$",
+    ):
+        load_backbone_weights(backbone, partial)
+    assert np.all(np.asarray(backbone.stages[1][0].conv2.kernel) == 0.5)
+    # Offset convs into a backbone without DCN: not used by the model.
+    with pytest.raises(ValueError, match=r"not used by the model: layer2\.0\.conv2\.conv_offset\.bias, "):
+        load_backbone_weights(ResNetBackbone(50), with_offsets)
