@@ -5,7 +5,18 @@ from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.fpn import FPN
 from keras_gfocal.layers.gfl_head import GFLHead
 from keras_gfocal.layers.group_norm import GroupNormalization
+from keras_gfocal.layers.res2net import Res2NetBackbone
 from keras_gfocal.layers.resnet import ResNetBackbone
 from keras_gfocal.layers.scale import Scale
 
-__all__ = ["DGQP", "FPN", "Backbone", "GFLHead", "GroupNormalization", "ResNetBackbone", "Scale", "TinyBackbone"]
+__all__ = [
+    "DGQP",
+    "FPN",
+    "Backbone",
+    "GFLHead",
+    "GroupNormalization",
+    "Res2NetBackbone",
+    "ResNetBackbone",
+    "Scale",
+    "TinyBackbone",
+]
