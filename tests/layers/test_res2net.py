@@ -1,6 +1,6 @@
 """Res2NetBackbone and Bottle2neck: widths, arguments, config, and a block's numbers in NumPy.
 
-The whole backbone against MMDetection's is in ``tests/pretrained/test_res2net.py``.
+The whole backbone against MMDetection's is in ``tests/pretrained/test_res2net_weights.py``.
 """
 
 import numpy as np
