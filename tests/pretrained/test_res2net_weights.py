@@ -16,7 +16,7 @@ from hostile_files import constant_checkpoint
 from reference_weights import fixture_state_dict, load_fixture
 
 from keras_gfocal.checkpoints import CheckpointMismatchError
-from keras_gfocal.layers import Res2NetBackbone
+from keras_gfocal.layers import Res2NetBackbone, TinyBackbone
 from keras_gfocal.pretrained import backbone_rows, load_backbone_weights, res2net
 
 RTOL = 1e-4
@@ -137,6 +137,11 @@ def test_imagenet_is_openmmlabs_file_checked_against_its_digest(monkeypatch, tmp
     with pytest.raises(ValueError, match=r"exist for \{'depth': 101, 'scales': 4, 'base_width': 26\} only"):
         load_backbone_weights(Res2NetBackbone(depth=50), "imagenet")
     assert len(calls) == 1
+
+
+def test_backbones_with_a_converter_include_res2net():
+    with pytest.raises(ValueError, match=r"^TinyBackbone has no pretrained-weight converter \(.*Res2NetBackbone.*\)"):
+        load_backbone_weights(TinyBackbone(), "imagenet")
 
 
 def test_imagenet_file_with_the_named_digest_fills_every_variable_from_its_key(monkeypatch, res2net_file):
