@@ -6,13 +6,17 @@ A backbone knows nothing of where its weights come from; ``load_backbone_weights
 its converter module beside ``torchvision.py`` and one entry to ``CONVERTERS``.
 """
 
+from keras_gfocal.layers.res2net import Res2NetBackbone
 from keras_gfocal.layers.resnet import ResNetBackbone
-from keras_gfocal.pretrained import torchvision
+from keras_gfocal.pretrained import res2net, torchvision
 
 #: ``(backbone class, rows function, loader)``: ``rows(backbone, prefix)`` lists the
 #: ``(checkpoint key, variable, transform)`` rows in the weights' own names;
 #: ``loader(backbone, source)`` loads a named, local or in-memory source.
-CONVERTERS = ((ResNetBackbone, torchvision.resnet_rows, torchvision.load_resnet_weights),)
+CONVERTERS = (
+    (ResNetBackbone, torchvision.resnet_rows, torchvision.load_resnet_weights),
+    (Res2NetBackbone, res2net.res2net_rows, res2net.load_res2net_weights),
+)
 
 
 def _converter(backbone):
@@ -35,7 +39,8 @@ def load_backbone_weights(backbone, source):
     Args:
         backbone: a backbone layer with an entry in ``CONVERTERS``.
         source: what its converter takes; for a ``ResNetBackbone``: ``"imagenet"``, the path of
-            a torchvision ``.pth`` file, or a ``{key: array}`` state dict.
+            a torchvision ``.pth`` file, or a ``{key: array}`` state dict; for a
+            ``Res2NetBackbone`` the same three in MMDetection's names.
     Raises:
         ValueError: the backbone has no converter, or the weights do not fit it (a
             ``CheckpointError`` naming the source and the first offending keys).
