@@ -6,6 +6,17 @@ from keras_gfocal.layers.fpn import FPN
 from keras_gfocal.layers.gfl_head import GFLHead
 from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.resnet import ResNetBackbone
+from keras_gfocal.layers.resnext import ResNeXtBackbone
 from keras_gfocal.layers.scale import Scale
 
-__all__ = ["DGQP", "FPN", "Backbone", "GFLHead", "GroupNormalization", "ResNetBackbone", "Scale", "TinyBackbone"]
+__all__ = [
+    "DGQP",
+    "FPN",
+    "Backbone",
+    "GFLHead",
+    "GroupNormalization",
+    "ResNeXtBackbone",
+    "ResNetBackbone",
+    "Scale",
+    "TinyBackbone",
+]
