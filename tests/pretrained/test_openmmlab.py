@@ -83,3 +83,8 @@ def test_each_class_takes_its_own_converter():
     assert len(rows) == len(backbone_rows(resnet)) == 5 + 33 * 3 * 5 + 4 * 5
     with pytest.raises(TypeError, match="resnext_rows reads a ResNeXtBackbone, got ResNetBackbone"):
         openmmlab.resnext_rows(resnet)
+
+
+def test_the_table_names_resnext_among_the_backbones_with_weights():
+    with pytest.raises(ValueError, match=r"^TinyBackbone has no pretrained-weight converter \(.*ResNeXtBackbone.*\)"):
+        load_backbone_weights(TinyBackbone(), "imagenet")
