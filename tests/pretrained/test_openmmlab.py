@@ -12,7 +12,7 @@ from hostile_files import constant_checkpoint
 from reference_weights import load_fixture
 
 from keras_gfocal import GFocalDetector
-from keras_gfocal.layers import ResNetBackbone, ResNeXtBackbone
+from keras_gfocal.layers import ResNetBackbone, ResNeXtBackbone, TinyBackbone
 from keras_gfocal.pretrained import backbone_rows, load_backbone_weights, openmmlab
 
 REAL_URL = "https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-a5af3160.pth"
