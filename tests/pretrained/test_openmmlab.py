@@ -5,7 +5,6 @@ No network: keras' ``get_file`` is replaced by one that hands back a local file.
 import hashlib
 import json
 
-import keras
 import numpy as np
 import pytest
 from hostile_files import constant_checkpoint
@@ -18,17 +17,6 @@ from keras_gfocal.pretrained import backbone_rows, load_backbone_weights, openmm
 REAL_URL = "https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-a5af3160.pth"
 
 
-def _fake_get_file(monkeypatch, path):
-    calls = []
-
-    def get_file(fname, origin, cache_subdir):
-        calls.append((fname, origin, cache_subdir))
-        return str(path)
-
-    monkeypatch.setattr(keras.utils, "get_file", get_file)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def resnext_file(tmp_path_factory):
     """``(path, {key: value})``: ResNeXt-101 32x4d in MMDetection's keys plus a classifier's ``fc``."""
@@ -39,10 +27,10 @@ def resnext_file(tmp_path_factory):
     return path, values
 
 
-def test_imagenet_is_openmmlabs_file_and_a_wrong_digest_is_refused(monkeypatch, tmp_path):
+def test_imagenet_is_openmmlabs_file_and_a_wrong_digest_is_refused(tmp_path, fake_download):
     damaged = tmp_path / "resnext101_32x4d-a5af3160.pth"
     damaged.write_bytes(b"not the ImageNet weights")
-    calls = _fake_get_file(monkeypatch, damaged)
+    calls = fake_download(damaged)
     with pytest.raises(ValueError, match=rf"^{damaged} is damaged \(its SHA-256 does not start with a5af3160\)"):
         load_backbone_weights(ResNeXtBackbone(), "imagenet")
     assert calls == [("resnext101_32x4d-a5af3160.pth", REAL_URL, "models")]
@@ -51,12 +39,12 @@ def test_imagenet_is_openmmlabs_file_and_a_wrong_digest_is_refused(monkeypatch, 
         GFocalDetector.from_preset("gfocal_v1_x101_32x4d_fpn", num_classes=2)
 
 
-def test_imagenet_file_with_the_named_digest_is_loaded(monkeypatch, resnext_file):
+def test_imagenet_file_with_the_named_digest_is_loaded(monkeypatch, resnext_file, fake_download):
     path, values = resnext_file
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     url = f"https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d-{prefix}.pth"
     monkeypatch.setitem(openmmlab.IMAGENET_URLS, (101, 32, 4), url)
-    calls = _fake_get_file(monkeypatch, path)
+    calls = fake_download(path)
     backbone = ResNeXtBackbone()
     load_backbone_weights(backbone, "imagenet")
     assert calls == [(f"resnext101_32x4d-{prefix}.pth", url, "models")]
