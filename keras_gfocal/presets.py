@@ -2,8 +2,10 @@
 
 Each preset names a backbone (a class of ``keras_gfocal.layers`` and its
 arguments), the default weights it loads, and the detector's other constructor
-arguments. The backbone is named, not imported, so that reading ``PRESETS``
-(the ``gfocal`` command's ``--preset`` choices) starts no TensorFlow.
+arguments. Where it was counted in PyTorch, ``parameters`` is the reference
+detector's parameter count with 80 classes (BatchNorm statistics excluded). The
+backbone is named, not imported, so that reading ``PRESETS`` (the ``gfocal``
+command's ``--preset`` choices) starts no TensorFlow.
 """
 
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
@@ -27,6 +29,22 @@ PRESETS = {
         "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
+    },
+    "gfocal_v1_r101_fpn": {
+        "description": "GFocalV1, ResNet-101-FPN: MMDetection's gfl_r101_fpn_ms-2x_coco (44.7 AP on COCO).",
+        "backbone": ("ResNetBackbone", {"depth": 101}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 51_432_665,
+    },
+    "gfocal_v1_x101_32x4d_fpn": {
+        "description": (
+            "GFocalV1, ResNeXt-101 32x4d-FPN: MMDetection's gfl_x101-32x4d_fpn_ms-2x_coco (45.9 AP on COCO)."
+        ),
+        "backbone": ("ResNeXtBackbone", {"depth": 101, "groups": 32, "base_width": 4}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 51_061_209,
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",

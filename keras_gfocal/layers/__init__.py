@@ -8,6 +8,7 @@ from keras_gfocal.layers.gfl_head import GFLHead
 from keras_gfocal.layers.group_norm import GroupNormalization
 from keras_gfocal.layers.res2net import Res2NetBackbone
 from keras_gfocal.layers.resnet import ResNetBackbone
+from keras_gfocal.layers.resnext import ResNeXtBackbone
 from keras_gfocal.layers.scale import Scale
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "GFLHead",
     "GroupNormalization",
     "Res2NetBackbone",
+    "ResNeXtBackbone",
     "ResNetBackbone",
     "Scale",
     "TinyBackbone",

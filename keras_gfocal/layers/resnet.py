@@ -12,7 +12,7 @@ _EXPANSION = 4
 _BN_EPSILON = 1e-5
 
 
-def _conv(filters, kernel_size, strides, name):
+def _conv(filters, kernel_size, strides, name, groups=1):
     """A bias-free conv that pads as PyTorch does: ``k // 2`` on every side.
 
     Keras ``padding="same"`` pads 0 before and 1 after a stride-2 conv on an
@@ -23,7 +23,9 @@ def _conv(filters, kernel_size, strides, name):
     if kernel_size > 1:
         layers.append(keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad"))
     layers.append(
-        keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False, name=name)
+        keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding="valid", groups=groups, use_bias=False, name=name
+        )
     )
     return layers
 
@@ -61,7 +63,7 @@ class ResNetBackbone(Backbone):
     def __init__(self, depth=50, frozen_stages=1, **kwargs):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
-            raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
+            raise ValueError(f"{type(self).__name__} depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
         self.depth = depth
@@ -76,7 +78,8 @@ class ResNetBackbone(Backbone):
         for stage, (blocks, width) in enumerate(zip(RESNET_BLOCKS[depth], _STAGE_WIDTHS), start=1):
             self.stages.append(
                 [
-                    Bottleneck(
+                    self.make_block(
+                        stage,
                         width,
                         strides=2 if stage > 1 and block == 0 else 1,
                         downsample=block == 0,
@@ -92,6 +95,19 @@ class ResNetBackbone(Backbone):
         for stage in self.stages[:frozen_stages]:
             for block in stage:
                 block.trainable = False
+
+    def make_block(self, stage, width, strides, downsample, name):
+        """One bottleneck of ``layer{stage}``; subclasses change its inner convs (a ResNeXt's
+        grouped 3x3, a stage's deformable 3x3).
+
+        Args:
+            stage: the stage it belongs to, 1 to 4.
+            width: the stage's base width (64, 128, 256, 512); the block outputs ``4 * width`` channels.
+            strides: 2 for the first block of stages 2-4, else 1.
+            downsample: whether it has the projection shortcut (the first block of each stage).
+            name: its layer name, ``layer{stage}_{index}``.
+        """
+        return Bottleneck(width, strides=strides, downsample=downsample, name=name)
 
     def build(self, input_shape):
         shape = build_chain(self.stem, input_shape)
@@ -121,17 +137,26 @@ class Bottleneck(keras.layers.Layer):
     """1x1 -> 3x3 (stride here) -> 1x1 (x4 channels) with a projection shortcut
     when ``downsample``; BatchNorm in inference mode throughout.
 
+    Args:
+        width: the base width; the block outputs ``4 * width`` channels.
+        strides: the 3x3 conv's stride (and the shortcut's).
+        downsample: whether the shortcut is a 1x1 conv + BatchNorm (else identity).
+        inner_width: channels of the 1x1 and 3x3 convs inside (default ``width``; a ResNeXt's is wider).
+        groups: groups of the 3x3 conv (1, or a ResNeXt's cardinality); divides ``inner_width``.
     Input ``[B, H, W, C]``; output ``[B, H/strides, W/strides, 4 * width]``.
     """
 
-    def __init__(self, width, strides=1, downsample=False, **kwargs):
+    def __init__(self, width, strides=1, downsample=False, inner_width=None, groups=1, **kwargs):
         super().__init__(**kwargs)
         self.width = width
         self.strides = strides
         self.downsample = downsample
-        self.conv1 = keras.layers.Conv2D(width, 1, use_bias=False, name="conv1")
+        self.inner_width = width if inner_width is None else inner_width
+        self.groups = groups
+        inner = self.inner_width
+        self.conv1 = keras.layers.Conv2D(inner, 1, use_bias=False, name="conv1")
         self.bn1 = _bn("bn1")
-        self.pad2, self.conv2 = _conv(width, 3, strides, "conv2")
+        self.pad2, self.conv2 = _conv(inner, 3, strides, "conv2", groups=groups)
         self.bn2 = _bn("bn2")
         self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=False, name="conv3")
         self.bn3 = _bn("bn3")
@@ -143,13 +168,13 @@ class Bottleneck(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        inner = shape[:-1] + (self.width,)
+        inner = shape[:-1] + (self.inner_width,)
         self.conv1.build(shape)
         self.bn1.build(inner)
         self.conv2.build(self.pad2.compute_output_shape(inner))
         out = self.compute_output_shape(shape)
-        self.bn2.build(out[:-1] + (self.width,))
-        self.conv3.build(out[:-1] + (self.width,))
+        self.bn2.build(out[:-1] + (self.inner_width,))
+        self.conv3.build(out[:-1] + (self.inner_width,))
         self.bn3.build(out)
         if self.downsample:
             self.downsample_conv.build(shape)
@@ -168,4 +193,11 @@ class Bottleneck(keras.layers.Layer):
         return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), self.width * _EXPANSION)
 
     def get_config(self):
-        return {**super().get_config(), "width": self.width, "strides": self.strides, "downsample": self.downsample}
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "strides": self.strides,
+            "downsample": self.downsample,
+            "inner_width": self.inner_width,
+            "groups": self.groups,
+        }

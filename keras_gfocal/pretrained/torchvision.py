@@ -52,13 +52,46 @@ def check_sha256_prefix(path, prefix):
     return path
 
 
-def imagenet_file(depth):
-    """The local path of torchvision's ImageNet ResNet-``depth`` file, downloaded once into the
-    Keras cache (``~/.keras/models``) and checked against the digest prefix in its name."""
-    url = IMAGENET_URLS[depth]
+def checked_download(url):
+    """The local path of ``url``'s file, downloaded once into the Keras cache (``~/.keras/models``)
+    and checked against the digest prefix its name ends with (``name-<sha256 prefix>.pth``, as
+    torch.hub names files)."""
     name = os.path.basename(url)
     path = keras.utils.get_file(name, url, cache_subdir="models")
     return check_sha256_prefix(path, name.rsplit("-", 1)[1].split(".")[0])
+
+
+def imagenet_file(depth):
+    """The local path of torchvision's ImageNet ResNet-``depth`` file (``checked_download``)."""
+    return checked_download(IMAGENET_URLS[depth])
+
+
+def assign_classifier_weights(backbone, source, imagenet_path, rows):
+    """Loads an ImageNet classifier's weights into ``backbone`` (builds it if needed), all or nothing.
+
+    Args:
+        backbone: the backbone layer.
+        source: ``"imagenet"``, the path of a state dict (``.pth``, read without torch), or a
+            ``{key: array}`` dict.
+        imagenet_path: ``f()`` -> the local path of the ImageNet file, for ``"imagenet"``.
+        rows: ``rows(backbone)`` -> its ``(checkpoint key, variable, transform)`` rows.
+    Raises:
+        CheckpointError (a ValueError): unreadable, or keys and shapes that do not fit (the
+            classifier's ``fc.*`` keys and BatchNorm step counters are ignored).
+    """
+    if isinstance(source, dict):
+        state_dict, name = source, "the given state dict"
+    else:
+        path = imagenet_path() if source == "imagenet" else os.fspath(source)
+        state_dict, name = read_state_dict(path)[0], path
+    if not backbone.built:
+        backbone.build((None, None, None, 3))
+    assign_all(
+        state_dict,
+        rows(backbone),
+        name,
+        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
+    )
 
 
 def load_resnet_weights(backbone, source):
@@ -76,16 +109,4 @@ def load_resnet_weights(backbone, source):
         ValueError: the ImageNet download's digest is wrong.
         OSError: the download failed.
     """
-    if isinstance(source, dict):
-        state_dict, name = source, "the given state dict"
-    else:
-        path = imagenet_file(backbone.depth) if source == "imagenet" else os.fspath(source)
-        state_dict, name = read_state_dict(path)[0], path
-    if not backbone.built:
-        backbone.build((None, None, None, 3))
-    assign_all(
-        state_dict,
-        resnet_rows(backbone),
-        name,
-        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
-    )
+    assign_classifier_weights(backbone, source, lambda: imagenet_file(backbone.depth), resnet_rows)
