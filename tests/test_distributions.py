@@ -168,3 +168,56 @@ def test_sorted_top_k_is_exact_with_ties():
     values = np.array([[0.1, 0.3, 0.3, 0.2, 0.3, 0.0, 0.1]], np.float32)
     for k in range(1, 8):
         np.testing.assert_array_equal(to_np(D.sorted_top_k(values, k)), -np.sort(-values, axis=-1)[:, :k])
+
+
+@pytest.mark.parametrize("n, k", [(17, 4), (17, 1), (17, 3), (17, 17), (17, 8), (8, 4), (33, 4), (5, 2), (1, 1)])
+def test_sorted_top_k_equals_ops_top_k_exactly(n, k):
+    rng = np.random.default_rng(60 + n + k)
+    for values in (
+        rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
+        rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32),
+    ):  # ties
+        expected, _ = keras.ops.top_k(values, k=k, sorted=True)
+        got = to_np(D.sorted_top_k(values, k))
+        assert got.shape == values.shape[:-1] + (k,)
+        np.testing.assert_array_equal(got, to_np(expected))
+
+
+def _every_zero_one_input(n):
+    """All ``2 ** n`` rows of ``n`` bits, ``[2 ** n, n]`` int8 (row ``r`` holds the bits of ``r``)."""
+    return ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8)
+
+
+def _compare_exchange(rows, comparators):
+    """Applies comparators ``(i, j)`` to every row of ``[rows, n]`` at once: the larger value to column ``i``."""
+    rows = rows.copy()
+    for i, j in comparators:
+        rows[:, i], rows[:, j] = np.maximum(rows[:, i], rows[:, j]), np.minimum(rows[:, i], rows[:, j])
+    return rows
+
+
+def test_sorting_networks_sort_every_zero_one_input():
+    # The 0-1 principle: a comparator network that sorts every 0/1 input sorts every input.
+    for n in range(1, 13):
+        bits = _every_zero_one_input(n)
+        np.testing.assert_array_equal(_compare_exchange(bits, D.sorting_network(n)), -np.sort(-bits), err_msg=n)
+    assert D.sorting_network(4) == [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)]  # optimal: 5 comparators
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
+def test_bitonic_network_sorts_every_zero_one_bitonic_input(n):
+    # The 0/1 bitonic sequences of n wires are the rotations of m ones followed by n - m zeros
+    # (1..1 0..0 1..1 and 0..0 1..1 0..0 included); a bitonic sorter must put them in descending order.
+    rows = np.array([np.roll(np.arange(n) < m, shift) for m in range(n + 1) for shift in range(n)], np.int8)
+    got = _compare_exchange(rows, D.bitonic_network(n))
+    np.testing.assert_array_equal(got, -np.sort(-rows))
+    assert len(D.bitonic_network(n)) == n // 2 * int(math.log2(n))  # log2(n) stages of n / 2 comparators
+
+
+@pytest.mark.parametrize("k", [4, 8, 3])
+def test_sorted_top_k_of_17_on_every_zero_one_input(k):
+    # By the 0-1 principle the whole top-k network (column sorts, bitonic merges, insertions) is
+    # exact on every input if it is on every 0/1 input: the top k of a 0/1 row are min(ones, k) ones.
+    bits = _every_zero_one_input(17).astype(np.float32)
+    expected = (np.arange(k)[None] < bits.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.testing.assert_array_equal(to_np(D.sorted_top_k(bits, k)), expected)
