@@ -204,6 +204,16 @@ def test_postprocess_score_threshold_is_strict_side_and_configurable():
     np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.7, 0.5], rtol=RTOL)
 
 
+def test_postprocess_takes_an_integer_score_threshold():
+    # score_threshold=0, a Python int: every score strictly above 0 is kept, the zeros are not.
+    scores = np.array([[[0.9, 0.0], [0.0, 0.3], [0.0, 0.0]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    out = _run(scores, boxes, [3], score_threshold=0, max_detections=4)
+    np.testing.assert_array_equal(out["num_detections"], [2])
+    np.testing.assert_allclose(out["scores"][0], [0.9, 0.3, 0.0, 0.0], rtol=RTOL)
+    np.testing.assert_array_equal(out["labels"][0], [0, 1, -1, -1])
+
+
 def test_postprocess_iou_threshold_argument():
     scores, boxes, nlp, *_ = _hand_case()
     # at IoU threshold 0.5 the 0.3 box (IoU 0.54 with the 0.7 box of class 1) is suppressed too
