@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_gfocal import distributions as D
 
@@ -95,6 +96,24 @@ def test_large_logits_are_stable():
     np.testing.assert_allclose(D.edge_probabilities_np(logits).sum(-1), 1.0, rtol=1e-12)
 
 
+def test_default_arguments_are_the_reference_heads():
+    # reg_max 16, k 4 and the mean (REFERENCE.md's DGQP): the defaults equal those arguments given.
+    logits = random_logits(np.random.default_rng(8), (2,), 16, "normal")
+    for name, fns in PAIRS.items():
+        for fn in fns:
+            got = to_np(fn(logits))
+            assert got.shape == expected_shape(name, (2,), 16, 4, True), name
+            np.testing.assert_array_equal(got, to_np(call(name, fn, logits, 16, 4, True)), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_expectation_keeps_the_probabilities_dtype(dtype):
+    probs = np.array([[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]], dtype)
+    got = D.expectation(probs)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(to_np(got), np.array([1.0, 2.0], dtype))
+
+
 # ------------------------------------------------------------ hand-computed
 
 
@@ -162,6 +181,10 @@ def test_softmax_np_hand_values_and_axis():
     np.testing.assert_allclose(D.softmax_np([0.0, math.log(3.0)]), [0.25, 0.75], rtol=1e-12)
     np.testing.assert_allclose(D.softmax_np([[1000.0], [1000.0 + math.log(3.0)]], axis=0), [[0.25], [0.75]])
     np.testing.assert_allclose(D.softmax_np([[0.0, math.log(3.0)]] * 2, axis=-1), [[0.25, 0.75]] * 2)
+    # Rows of very different size: each row's own maximum is subtracted (a global one underflows row 0).
+    np.testing.assert_allclose(
+        D.softmax_np([[0.0, math.log(3.0)], [1000.0, 1000.0 + math.log(3.0)]]), [[0.25, 0.75]] * 2
+    )
 
 
 def test_sorted_top_k_is_exact_with_ties():
@@ -221,3 +244,14 @@ def test_sorted_top_k_of_17_on_every_zero_one_input(k):
     bits = _every_zero_one_input(17).astype(np.float32)
     expected = (np.arange(k)[None] < bits.sum(axis=1, keepdims=True)).astype(np.float32)
     np.testing.assert_array_equal(to_np(D.sorted_top_k(bits, k)), expected)
+
+
+def test_sorted_top_k_of_4_of_17_takes_63_ops():
+    # The count the docstring gives, by hand: the 4 columns of 4 (4 slices) sorted by 5 comparators
+    # (5 MAXIMUM, 5 MINIMUM); two merge rounds of 8 slices, 4 MAXIMUM and the 4 comparators of the
+    # bitonic network (4 + 4); the 17th entry inserted (1 slice, 4 MAXIMUM, 3 MINIMUM); 1 concatenation.
+    fn = tf.function(lambda values: D.sorted_top_k(values, 4), autograph=False)
+    graph = fn.get_concrete_function(tf.TensorSpec([None, 4, 17], tf.float32)).graph
+    kinds = [op.type for op in graph.get_operations()]
+    counts = {kind: kinds.count(kind) for kind in ("StridedSlice", "Maximum", "Minimum", "ConcatV2")}
+    assert counts == {"StridedSlice": 4 + 8 + 8 + 1, "Maximum": 5 + 8 + 8 + 4, "Minimum": 5 + 4 + 4 + 3, "ConcatV2": 1}
