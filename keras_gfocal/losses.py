@@ -68,8 +68,10 @@ def distribution_focal_loss(logits, target):
 
     Args:
         logits: ``[N, n + 1]`` unnormalised bin scores.
-        target: ``[N]`` distances in bin units, in ``[0, n - 0.1]`` (or up to
-            ``n`` when on an integer bin).
+        target: ``[N]`` distances in bin units, in ``[0, n]``. The detector's
+            targets stop at ``n - 0.1`` (REFERENCE.md); ``t = n`` is the last
+            bin's cross entropy alone (the bin above has weight 0; its index is
+            clamped to ``n``).
     Returns:
         ``[N]`` loss.
     """

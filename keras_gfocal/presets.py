@@ -2,13 +2,15 @@
 
 Each preset names a backbone (a class of ``keras_gfocal.layers`` and its
 arguments), the default weights it loads, and the detector's other constructor
-arguments. The backbone is named, not imported, so that reading ``PRESETS``
-(the ``gfocal`` command's ``--preset`` choices) starts no TensorFlow.
+arguments. Where it was counted in PyTorch, ``parameters`` is the reference
+detector's parameter count with 80 classes (BatchNorm statistics excluded). The
+backbone is named, not imported, so that reading ``PRESETS`` (the ``gfocal``
+command's ``--preset`` choices) starts no TensorFlow.
 """
 
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
-#: DCN in the 3x3 convs of layer2-layer4 (c3-c5), as the official R101-DCN models.
-_DCN_C3_C5 = {"dcn_stages": (False, True, True, True)}
+#: Deformable 3x3 convs in layer2-layer4 (c3-c5), as the R101-DCN models.
+_DCN_C3_C5 = {"dcn_stages": (2, 3, 4)}
 _TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
 
 PRESETS = {
@@ -26,12 +28,14 @@ PRESETS = {
     },
     "gfocal_v2_r101_dcn_fpn": {
         "description": (
-            "GFocalV2, ResNet-101-FPN with deformable convs (DCNv1) in c3-c5, as the official R101-DCN model "
-            "(48.0 AP on COCO minival with the 2x multi-scale schedule); 52,720,246 parameters with 80 classes."
+            "GFocalV2, ResNet-101-FPN with deformable convs (DCNv1) in c3-c5: the official R101-DCN 2x "
+            "multi-scale model (48.0 AP on COCO minival); the reference's count includes the background "
+            "channel of its head, which a converted model drops (2,305 parameters fewer)."
         ),
         "backbone": ("ResNetBackbone", {"depth": 101, **_DCN_C3_C5}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 52_722_551,
     },
     "gfocal_v1_r50_fpn": {
         "description": "GFocalV1 (no DGQP, QFL on logits), ResNet-50-FPN.",
@@ -39,14 +43,31 @@ PRESETS = {
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
     },
+    "gfocal_v1_r101_fpn": {
+        "description": "GFocalV1, ResNet-101-FPN: MMDetection's gfl_r101_fpn_ms-2x_coco (44.7 AP on COCO).",
+        "backbone": ("ResNetBackbone", {"depth": 101}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 51_432_665,
+    },
+    "gfocal_v1_x101_32x4d_fpn": {
+        "description": (
+            "GFocalV1, ResNeXt-101 32x4d-FPN: MMDetection's gfl_x101-32x4d_fpn_ms-2x_coco (45.9 AP on COCO)."
+        ),
+        "backbone": ("ResNeXtBackbone", {"depth": 101, "groups": 32, "base_width": 4}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 51_061_209,
+    },
     "gfocal_v1_r101_dcn_fpn": {
         "description": (
-            "GFocalV1, ResNet-101-FPN with deformable convs in c3-c5, as MMDetection's GFL R101-dconv-c3-c5 "
-            "(47.1 AP with the 2x multi-scale schedule); 52,718,837 parameters with 80 classes."
+            "GFocalV1, ResNet-101-FPN with deformable convs in c3-c5: MMDetection's "
+            "gfl_r101-dconv-c3-c5_fpn_ms-2x_coco (47.1 AP on COCO)."
         ),
         "backbone": ("ResNetBackbone", {"depth": 101, **_DCN_C3_C5}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 52_718_837,
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",

@@ -383,6 +383,40 @@ def _small_outputs(seed, reg_max=16, v1=False):
     return {"cls_scores": scores, "reg_logits": reg, "cls_logits": logits}
 
 
+def _keras_loss(outputs, config=None, boxes=SMALL_BOXES, labels=SMALL_LABELS):
+    """``GFocalLoss(2, strides=SMALL_STRIDES, **config)`` on NumPy outputs and targets -> its terms."""
+    return GFocalLoss(2, strides=SMALL_STRIDES, **(config or {}))(
+        {k: tf.constant(v) for k, v in outputs.items()},
+        {"boxes": tf.constant(boxes), "labels": tf.constant(labels)},
+        SMALL_CANVAS,
+    )
+
+
+def _numpy_loss(outputs, config=None):
+    """tests/numpy_reference.py's loss table on ``SMALL_BOXES`` for the ``GFocalLoss`` arguments ``config``."""
+    config = config or {}
+    return ref.gfocal_loss(
+        outputs["cls_scores"],
+        outputs["reg_logits"],
+        SMALL_BOXES,
+        SMALL_LABELS,
+        SMALL_CANVAS,
+        cls_logits=outputs.get("cls_logits"),
+        strides=SMALL_STRIDES,
+        reg_max=config.get("reg_max", 16),
+        topk=config.get("atss_topk", 9),
+        beta=config.get("qfl_beta", 2.0),
+        weights=(config.get("qfl_weight", 1.0), config.get("giou_weight", 2.0), config.get("dfl_weight", 0.25)),
+        return_details=True,
+    )
+
+
+def _assert_terms_equal(got, expected):
+    for key in ("qfl", "giou", "dfl"):
+        assert got[key].dtype == tf.float32 and got[key].shape == ()
+        np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -396,42 +430,16 @@ def _small_outputs(seed, reg_max=16, v1=False):
 def test_loss_terms_against_the_numpy_loss_table(config):
     config = dict(config)
     v1 = config.pop("v1", False)
-    reg_max = config.get("reg_max", 16)
-    outputs = _small_outputs(5, reg_max, v1)
-    got = GFocalLoss(2, strides=SMALL_STRIDES, **config)(
-        {k: tf.constant(v) for k, v in outputs.items()},
-        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
-        SMALL_CANVAS,
-    )
-    expected = ref.gfocal_loss(
-        outputs["cls_scores"],
-        outputs["reg_logits"],
-        SMALL_BOXES,
-        SMALL_LABELS,
-        SMALL_CANVAS,
-        cls_logits=outputs.get("cls_logits"),
-        strides=SMALL_STRIDES,
-        reg_max=reg_max,
-        topk=config.get("atss_topk", 9),
-        beta=config.get("qfl_beta", 2.0),
-        weights=(config.get("qfl_weight", 1.0), config.get("giou_weight", 2.0), config.get("dfl_weight", 0.25)),
-        return_details=True,
-    )
+    outputs = _small_outputs(5, config.get("reg_max", 16), v1)
+    expected = _numpy_loss(outputs, config)
     assert sum(expected["positives"]) > 0
-    for key in ("qfl", "giou", "dfl"):
-        assert got[key].dtype == tf.float32 and got[key].shape == ()
-        np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
+    _assert_terms_equal(_keras_loss(outputs, config), expected)
 
 
 def test_a_single_image_without_boxes_divides_qfl_by_one_and_has_no_box_terms():
     outputs = _small_outputs(6)
     outputs = {k: v[:1] for k, v in outputs.items()}
-    boxes, labels = np.zeros((1, 2, 4), np.float32), -np.ones((1, 2), np.int32)
-    got = GFocalLoss(2, strides=SMALL_STRIDES)(
-        {k: tf.constant(v) for k, v in outputs.items()},
-        {"boxes": tf.constant(boxes), "labels": tf.constant(labels)},
-        SMALL_CANVAS,
-    )
+    got = _keras_loss(outputs, boxes=np.zeros((1, 2, 4), np.float32), labels=-np.ones((1, 2), np.int32))
     # every point a negative: QFL = sum_c BCE(J, 0) J^2 over all points, divided by the floor 1
     j = outputs["cls_scores"].astype(np.float64)
     qfl_sum = float(np.sum(-np.log(1.0 - j) * j**2))
@@ -445,20 +453,6 @@ def test_box_terms_divide_by_a_weight_sum_below_one():
     # divide by that sum (not by a floor of 1).
     outputs = _small_outputs(7)
     outputs["cls_scores"] = (outputs["cls_scores"] * 0.02).astype(np.float32)
-    got = GFocalLoss(2, strides=SMALL_STRIDES)(
-        {k: tf.constant(v) for k, v in outputs.items()},
-        {"boxes": tf.constant(SMALL_BOXES), "labels": tf.constant(SMALL_LABELS)},
-        SMALL_CANVAS,
-    )
-    expected = ref.gfocal_loss(
-        outputs["cls_scores"],
-        outputs["reg_logits"],
-        SMALL_BOXES,
-        SMALL_LABELS,
-        SMALL_CANVAS,
-        strides=SMALL_STRIDES,
-        return_details=True,
-    )
+    expected = _numpy_loss(outputs)
     assert 0.0 < expected["weight_sum"] < 0.5
-    for key in ("qfl", "giou", "dfl"):
-        np.testing.assert_allclose(float(got[key]), expected[key], rtol=2e-5, err_msg=key)
+    _assert_terms_equal(_keras_loss(outputs), expected)

@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
 
@@ -110,6 +111,29 @@ def test_initial_joint_score_is_prior_times_half_quality():
     model = GFocalDetector.from_preset("gfocal_v2_tiny", num_classes=2)
     cls = np.asarray(model(np.zeros((1, 64, 64, 3), "float32"))["cls_scores"])
     np.testing.assert_allclose(cls, 0.01 * 0.5, rtol=0.05)
+
+
+def test_compute_loss_takes_the_detectors_loss_settings():
+    # Each of the four settings away from its default, against the NumPy loss table computed with
+    # them: a weight left at its default scales its term by another factor, and atss_topk 9 instead
+    # of 3 makes other points positive (every term changes).
+    keras.utils.set_random_seed(1)
+    images, boxes, labels = _toy_images(num_images=2, size=64, seed=1)
+    model = GFocalDetector.from_preset(
+        "gfocal_v2_tiny", num_classes=2, qfl_weight=0.5, giou_weight=3.0, dfl_weight=1.5, atss_topk=3
+    )
+    y_pred = model(images)
+    total = float(model.compute_loss(images, {"boxes": boxes, "labels": labels}, y_pred))
+    got = {"qfl": model.qfl_tracker, "giou": model.giou_tracker, "dfl": model.dfl_tracker}
+    scores, reg = np.asarray(y_pred["cls_scores"]), np.asarray(y_pred["reg_logits"])
+    expected = ref.gfocal_loss(
+        scores, reg, boxes, labels, (64, 64), topk=3, weights=(0.5, 3.0, 1.5), return_details=True
+    )
+    top_9 = ref.gfocal_loss(scores, reg, boxes, labels, (64, 64), return_details=True)
+    assert expected["positives"] != top_9["positives"]
+    for key in ("qfl", "giou", "dfl"):
+        np.testing.assert_allclose(float(got[key].result()), expected[key], rtol=2e-5, err_msg=key)
+    np.testing.assert_allclose(total, expected["qfl"] + expected["giou"] + expected["dfl"], rtol=2e-5)
 
 
 def test_keras_file_round_trip_safe_mode(tmp_path):

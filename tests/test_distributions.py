@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_gfocal import distributions as D
 
@@ -95,6 +96,24 @@ def test_large_logits_are_stable():
     np.testing.assert_allclose(D.edge_probabilities_np(logits).sum(-1), 1.0, rtol=1e-12)
 
 
+def test_default_arguments_are_the_reference_heads():
+    # reg_max 16, k 4 and the mean (REFERENCE.md's DGQP): the defaults equal those arguments given.
+    logits = random_logits(np.random.default_rng(8), (2,), 16, "normal")
+    for name, fns in PAIRS.items():
+        for fn in fns:
+            got = to_np(fn(logits))
+            assert got.shape == expected_shape(name, (2,), 16, 4, True), name
+            np.testing.assert_array_equal(got, to_np(call(name, fn, logits, 16, 4, True)), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_expectation_keeps_the_probabilities_dtype(dtype):
+    probs = np.array([[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]], dtype)
+    got = D.expectation(probs)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(to_np(got), np.array([1.0, 2.0], dtype))
+
+
 # ------------------------------------------------------------ hand-computed
 
 
@@ -162,9 +181,77 @@ def test_softmax_np_hand_values_and_axis():
     np.testing.assert_allclose(D.softmax_np([0.0, math.log(3.0)]), [0.25, 0.75], rtol=1e-12)
     np.testing.assert_allclose(D.softmax_np([[1000.0], [1000.0 + math.log(3.0)]], axis=0), [[0.25], [0.75]])
     np.testing.assert_allclose(D.softmax_np([[0.0, math.log(3.0)]] * 2, axis=-1), [[0.25, 0.75]] * 2)
+    # Rows of very different size: each row's own maximum is subtracted (a global one underflows row 0).
+    np.testing.assert_allclose(
+        D.softmax_np([[0.0, math.log(3.0)], [1000.0, 1000.0 + math.log(3.0)]]), [[0.25, 0.75]] * 2
+    )
 
 
 def test_sorted_top_k_is_exact_with_ties():
     values = np.array([[0.1, 0.3, 0.3, 0.2, 0.3, 0.0, 0.1]], np.float32)
     for k in range(1, 8):
         np.testing.assert_array_equal(to_np(D.sorted_top_k(values, k)), -np.sort(-values, axis=-1)[:, :k])
+
+
+@pytest.mark.parametrize("n, k", [(17, 4), (17, 1), (17, 3), (17, 17), (17, 8), (8, 4), (33, 4), (5, 2), (1, 1)])
+def test_sorted_top_k_equals_ops_top_k_exactly(n, k):
+    rng = np.random.default_rng(60 + n + k)
+    for values in (
+        rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
+        rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32),
+    ):  # ties
+        expected, _ = keras.ops.top_k(values, k=k, sorted=True)
+        got = to_np(D.sorted_top_k(values, k))
+        assert got.shape == values.shape[:-1] + (k,)
+        np.testing.assert_array_equal(got, to_np(expected))
+
+
+def _every_zero_one_input(n):
+    """All ``2 ** n`` rows of ``n`` bits, ``[2 ** n, n]`` int8 (row ``r`` holds the bits of ``r``)."""
+    return ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8)
+
+
+def _compare_exchange(rows, comparators):
+    """Applies comparators ``(i, j)`` to every row of ``[rows, n]`` at once: the larger value to column ``i``."""
+    rows = rows.copy()
+    for i, j in comparators:
+        rows[:, i], rows[:, j] = np.maximum(rows[:, i], rows[:, j]), np.minimum(rows[:, i], rows[:, j])
+    return rows
+
+
+def test_sorting_networks_sort_every_zero_one_input():
+    # The 0-1 principle: a comparator network that sorts every 0/1 input sorts every input.
+    for n in range(1, 13):
+        bits = _every_zero_one_input(n)
+        np.testing.assert_array_equal(_compare_exchange(bits, D.sorting_network(n)), -np.sort(-bits), err_msg=n)
+    assert D.sorting_network(4) == [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)]  # optimal: 5 comparators
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
+def test_bitonic_network_sorts_every_zero_one_bitonic_input(n):
+    # The 0/1 bitonic sequences of n wires are the rotations of m ones followed by n - m zeros
+    # (1..1 0..0 1..1 and 0..0 1..1 0..0 included); a bitonic sorter must put them in descending order.
+    rows = np.array([np.roll(np.arange(n) < m, shift) for m in range(n + 1) for shift in range(n)], np.int8)
+    got = _compare_exchange(rows, D.bitonic_network(n))
+    np.testing.assert_array_equal(got, -np.sort(-rows))
+    assert len(D.bitonic_network(n)) == n // 2 * int(math.log2(n))  # log2(n) stages of n / 2 comparators
+
+
+@pytest.mark.parametrize("k", [4, 8, 3])
+def test_sorted_top_k_of_17_on_every_zero_one_input(k):
+    # By the 0-1 principle the whole top-k network (column sorts, bitonic merges, insertions) is
+    # exact on every input if it is on every 0/1 input: the top k of a 0/1 row are min(ones, k) ones.
+    bits = _every_zero_one_input(17).astype(np.float32)
+    expected = (np.arange(k)[None] < bits.sum(axis=1, keepdims=True)).astype(np.float32)
+    np.testing.assert_array_equal(to_np(D.sorted_top_k(bits, k)), expected)
+
+
+def test_sorted_top_k_of_4_of_17_takes_63_ops():
+    # The count the docstring gives, by hand: the 4 columns of 4 (4 slices) sorted by 5 comparators
+    # (5 MAXIMUM, 5 MINIMUM); two merge rounds of 8 slices, 4 MAXIMUM and the 4 comparators of the
+    # bitonic network (4 + 4); the 17th entry inserted (1 slice, 4 MAXIMUM, 3 MINIMUM); 1 concatenation.
+    fn = tf.function(lambda values: D.sorted_top_k(values, 4), autograph=False)
+    graph = fn.get_concrete_function(tf.TensorSpec([None, 4, 17], tf.float32)).graph
+    kinds = [op.type for op in graph.get_operations()]
+    counts = {kind: kinds.count(kind) for kind in ("StridedSlice", "Maximum", "Minimum", "ConcatV2")}
+    assert counts == {"StridedSlice": 4 + 8 + 8 + 1, "Maximum": 5 + 8 + 8 + 4, "Minimum": 5 + 4 + 4 + 3, "ConcatV2": 1}

@@ -9,6 +9,7 @@ import math
 import keras
 import numpy as np
 import numpy_reference as ref
+import pytest
 
 from keras_gfocal import losses
 
@@ -207,6 +208,18 @@ def test_dfl_integer_target_ignores_next_bin():
     ce0 = _ce(logits[0].astype(np.float64).tolist(), 5)
     ce1 = _ce(logits[1].astype(np.float64).tolist(), 5)
     np.testing.assert_allclose(got, [ce0, ce1], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("n", [16, 7])
+def test_dfl_target_on_the_last_bin_is_its_cross_entropy(n):
+    # t = n: the floor is the last bin n and the bin above, n + 1, does not exist; its weight is 0,
+    # so the loss is CE(n) alone (and the gather of that bin must stay in range).
+    rng = np.random.default_rng(n)
+    logits = rng.normal(0.0, 2.0, size=(3, n + 1)).astype(np.float32)
+    target = np.array([n, n, n - 1], np.float32)
+    got = to_np(losses.distribution_focal_loss(logits, target))
+    rows = logits.astype(np.float64).tolist()
+    np.testing.assert_allclose(got, [_ce(rows[0], n), _ce(rows[1], n), _ce(rows[2], n - 1)], rtol=RTOL, atol=ATOL)
 
 
 def test_dfl_random_against_numpy_reference():

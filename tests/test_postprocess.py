@@ -159,6 +159,14 @@ def _run(*args, **kw):
     return res
 
 
+def _assert_equals_reference(out, exp):
+    """Every output of ``postprocess_detections`` equals the NumPy reference's: counts and labels exactly."""
+    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
+    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"], exp["labels"])
+
+
 def test_postprocess_hand_case():
     scores, boxes, nlp, eb, es, ec = _hand_case()
     r = ref.postprocess_detections(scores, boxes, nlp)
@@ -194,6 +202,16 @@ def test_postprocess_score_threshold_is_strict_side_and_configurable():
     out = _run(scores, boxes, nlp, score_threshold=0.35)
     np.testing.assert_array_equal(out["num_detections"], [3, 0])
     np.testing.assert_allclose(out["scores"][0, :3], [0.9, 0.7, 0.5], rtol=RTOL)
+
+
+def test_postprocess_takes_an_integer_score_threshold():
+    # score_threshold=0, a Python int: every score strictly above 0 is kept, the zeros are not.
+    scores = np.array([[[0.9, 0.0], [0.0, 0.3], [0.0, 0.0]]], np.float32)
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    out = _run(scores, boxes, [3], score_threshold=0, max_detections=4)
+    np.testing.assert_array_equal(out["num_detections"], [2])
+    np.testing.assert_allclose(out["scores"][0], [0.9, 0.3, 0.0, 0.0], rtol=RTOL)
+    np.testing.assert_array_equal(out["labels"][0], [0, 1, -1, -1])
 
 
 def test_postprocess_iou_threshold_argument():
@@ -294,11 +312,8 @@ def test_postprocess_random_against_reference(seed):
     kw = dict(pre_nms_top_k=20, max_detections=50)  # some images fill all 50 rows, some do not
     exp = ref.postprocess_detections(scores, boxes, counts, **kw)
     out = _run(scores, boxes, counts, **kw)
-    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
     assert np.all(exp["num_detections"] > 0)
-    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["labels"], exp["labels"])
+    _assert_equals_reference(out, exp)
 
 
 def test_postprocess_defaults_against_reference():
@@ -307,10 +322,7 @@ def test_postprocess_defaults_against_reference():
     scores, boxes = _random_case(rng, counts, batch=1, num_classes=3)
     exp = ref.postprocess_detections(scores, boxes, counts)
     out = _run(scores, boxes, counts)
-    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
-    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["labels"], exp["labels"])
+    _assert_equals_reference(out, exp)
 
 
 def test_postprocess_no_hidden_cap_on_nms_candidates():
@@ -425,11 +437,8 @@ def test_postprocess_dynamic_level_sizes_against_reference(batch):
     kw = dict(pre_nms_top_k=20, max_detections=40)
     exp = ref.postprocess_detections(scores, boxes, counts, **kw)
     out = _run_dynamic(scores, boxes, counts, **kw)
-    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
     assert np.all(exp["num_detections"] > 0)
-    np.testing.assert_allclose(out["scores"], exp["scores"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
-    np.testing.assert_array_equal(out["labels"], exp["labels"])
+    _assert_equals_reference(out, exp)
     # the level cut matters here: without it the detections differ
     assert not np.array_equal(
         ref.postprocess_detections(scores, boxes, counts, max_detections=40)["scores"], exp["scores"]
@@ -554,8 +563,7 @@ def test_postprocess_point_indices_name_each_detections_point(batch, dynamic):
         }
     index = out["point_indices"]
     assert index.shape == (batch, 40) and index.dtype == np.int32
-    np.testing.assert_array_equal(out["num_detections"], exp["num_detections"])
-    np.testing.assert_allclose(out["boxes"], exp["boxes"], rtol=RTOL, atol=1e-5)
+    _assert_equals_reference(out, exp)
     for b in range(batch):
         n = int(out["num_detections"][b])
         assert n > 0

@@ -50,7 +50,7 @@ def test_mmdet_resnet101_with_dcn_in_c3_c5_gives_the_reference_c3_c4_c5():
         for key, value in fixture_state_dict(fixture).items()
     }
     assert sum(key.endswith("conv2.conv_offset.weight") for key in state_dict) == 4 + 23 + 3
-    backbone = ResNetBackbone(101, dcn_stages=(False, True, True, True))
+    backbone = ResNetBackbone(101, dcn_stages=(2, 3, 4))
     load_resnet_weights(backbone, state_dict)
     statistics = [w for w in backbone.weights if w.path.endswith(("moving_mean", "moving_variance"))]
     parameters = sum(int(np.prod(w.shape)) for w in backbone.weights if not any(w is s for s in statistics))

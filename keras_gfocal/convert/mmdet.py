@@ -2,7 +2,7 @@
 MMDetection's GFL models) mapped onto a ``GFocalDetector``'s variables.
 
 Key names and layouts are listed in the reference facts: ``backbone.*`` in
-torchvision's ResNet names, ``neck.lateral_convs.{0,1,2}.conv`` and
+torchvision's ResNet names (MMDetection's ResNeXt keeps them), ``neck.lateral_convs.{0,1,2}.conv`` and
 ``neck.fpn_convs.{0..4}.conv`` (P3-P5 outputs, then P6, P7),
 ``bbox_head.{cls,reg}_convs.{0..3}.{conv,gn}``, ``bbox_head.gfl_cls``,
 ``bbox_head.gfl_reg``, ``bbox_head.scales.{0..4}.scale`` and, for GFocalV2,

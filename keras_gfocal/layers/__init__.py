@@ -6,7 +6,9 @@ from keras_gfocal.layers.dgqp import DGQP
 from keras_gfocal.layers.fpn import FPN
 from keras_gfocal.layers.gfl_head import GFLHead
 from keras_gfocal.layers.group_norm import GroupNormalization
+from keras_gfocal.layers.res2net import Res2NetBackbone
 from keras_gfocal.layers.resnet import ResNetBackbone
+from keras_gfocal.layers.resnext import ResNeXtBackbone
 from keras_gfocal.layers.scale import Scale
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "DeformableConv2D",
     "GFLHead",
     "GroupNormalization",
+    "Res2NetBackbone",
+    "ResNeXtBackbone",
     "ResNetBackbone",
     "Scale",
     "TinyBackbone",

@@ -13,7 +13,7 @@ _EXPANSION = 4
 _BN_EPSILON = 1e-5
 
 
-def _conv(filters, kernel_size, strides, name):
+def _conv(filters, kernel_size, strides, name, groups=1):
     """A bias-free conv that pads as PyTorch does: ``k // 2`` on every side.
 
     Keras ``padding="same"`` pads 0 before and 1 after a stride-2 conv on an
@@ -24,7 +24,9 @@ def _conv(filters, kernel_size, strides, name):
     if kernel_size > 1:
         layers.append(keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad"))
     layers.append(
-        keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid", use_bias=False, name=name)
+        keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding="valid", groups=groups, use_bias=False, name=name
+        )
     )
     return layers
 
@@ -51,17 +53,18 @@ class ResNetBackbone(Backbone):
 
     With ``dcn_stages`` (the reference's ``stage_with_dcn``), every
     bottleneck of a listed stage has a ``DeformableConv2D`` as its 3x3
-    ``conv2``, with the same stride and padding (MMDetection's ``dcn=dict(
-    type='DCN')``, or ``'DCNv2'`` with ``dcn_modulated``); its offset conv
-    starts at zero, so a fresh stage computes what the plain one does.
+    ``conv2``, with the same stride, padding and groups (MMDetection's
+    ``dcn=dict(type='DCN')``, or ``'DCNv2'`` with ``dcn_modulated``); its
+    offset conv starts at zero, so a fresh stage computes what the plain one
+    does.
 
     Args:
         depth: 50 or 101.
         frozen_stages: 0 freezes nothing (BatchNorm statistics stay frozen),
             1 (the reference) freezes the stem and ``layer1``, up to 4.
-        dcn_stages: four booleans, one per stage (``layer1`` .. ``layer4``):
-            whether its bottlenecks deform their 3x3 conv. Default none
-            (``(False, True, True, True)`` in the R101-DCN models).
+        dcn_stages: stage numbers (1 for ``layer1`` .. 4 for ``layer4``) whose
+            bottlenecks deform their 3x3 conv; ``(2, 3, 4)`` (c3-c5) in the
+            R101-DCN models, default none.
         dcn_modulated: DCNv2 (offsets and a sigmoid mask) instead of DCNv1.
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std
         (what torchvision's weights expect), H and W multiples of 32.
@@ -69,19 +72,20 @@ class ResNetBackbone(Backbone):
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(
-        self, depth=50, frozen_stages=1, dcn_stages=(False, False, False, False), dcn_modulated=False, **kwargs
-    ):
+    def __init__(self, depth=50, frozen_stages=1, dcn_stages=(), dcn_modulated=False, **kwargs):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
-            raise ValueError(f"ResNetBackbone depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
+            raise ValueError(f"{type(self).__name__} depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
         dcn_stages = tuple(dcn_stages)
-        if len(dcn_stages) != 4 or not all(isinstance(flag, bool) for flag in dcn_stages):
-            raise ValueError(f"dcn_stages must be four booleans (layer1..layer4), got {dcn_stages!r}.")
+        if len(set(dcn_stages)) != len(dcn_stages) or not all(
+            isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= 4 for stage in dcn_stages
+        ):
+            raise ValueError(f"dcn_stages must be distinct stage numbers in 1..4, got {dcn_stages!r}.")
         self.depth = depth
         self.frozen_stages = frozen_stages
+        # make_block reads them while the stages are built.
         self.dcn_stages = dcn_stages
         self.dcn_modulated = bool(dcn_modulated)
         self.stem = _conv(64, 7, 2, "conv1") + [
@@ -94,12 +98,11 @@ class ResNetBackbone(Backbone):
         for stage, (blocks, width) in enumerate(zip(RESNET_BLOCKS[depth], _STAGE_WIDTHS), start=1):
             self.stages.append(
                 [
-                    Bottleneck(
+                    self.make_block(
+                        stage,
                         width,
                         strides=2 if stage > 1 and block == 0 else 1,
                         downsample=block == 0,
-                        deformable=dcn_stages[stage - 1],
-                        modulated=self.dcn_modulated,
                         name=f"layer{stage}_{block}",
                     )
                     for block in range(blocks)
@@ -112,6 +115,23 @@ class ResNetBackbone(Backbone):
         for stage in self.stages[:frozen_stages]:
             for block in stage:
                 block.trainable = False
+
+    def make_block(self, stage, width, strides, downsample, name):
+        """One bottleneck of ``layer{stage}``; subclasses change its inner convs (a ResNeXt's
+        grouped 3x3, a stage's deformable 3x3).
+
+        Args:
+            stage: the stage it belongs to, 1 to 4.
+            width: the stage's base width (64, 128, 256, 512); the block outputs ``4 * width`` channels.
+            strides: 2 for the first block of stages 2-4, else 1.
+            downsample: whether it has the projection shortcut (the first block of each stage).
+            name: its layer name, ``layer{stage}_{index}``.
+        """
+        return Bottleneck(width, strides=strides, downsample=downsample, **self.dcn_arguments(stage), name=name)
+
+    def dcn_arguments(self, stage):
+        """The ``Bottleneck`` arguments that make ``layer{stage}``'s 3x3 convs deformable, or not."""
+        return {"deformable": stage in self.dcn_stages, "modulated": self.dcn_modulated}
 
     def build(self, input_shape):
         shape = build_chain(self.stem, input_shape)
@@ -145,28 +165,49 @@ class ResNetBackbone(Backbone):
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class Bottleneck(keras.layers.Layer):
     """1x1 -> 3x3 (stride here) -> 1x1 (x4 channels) with a projection shortcut
-    when ``downsample``; BatchNorm in inference mode throughout. With
-    ``deformable`` the 3x3 conv is a ``DeformableConv2D`` (DCNv2 when
-    ``modulated``) of the same stride and padding.
+    when ``downsample``; BatchNorm in inference mode throughout.
 
+    Args:
+        width: the base width; the block outputs ``4 * width`` channels.
+        strides: the 3x3 conv's stride (and the shortcut's).
+        downsample: whether the shortcut is a 1x1 conv + BatchNorm (else identity).
+        inner_width: channels of the 1x1 and 3x3 convs inside (default ``width``; a ResNeXt's is wider).
+        groups: groups of the 3x3 conv (1, or a ResNeXt's cardinality); divides ``inner_width``.
+        deformable: the 3x3 conv is a ``DeformableConv2D`` of the same stride, padding and groups.
+        modulated: with ``deformable``, DCNv2 (a sigmoid mask on each sample).
     Input ``[B, H, W, C]``; output ``[B, H/strides, W/strides, 4 * width]``.
     """
 
-    def __init__(self, width, strides=1, downsample=False, deformable=False, modulated=False, **kwargs):
+    def __init__(
+        self,
+        width,
+        strides=1,
+        downsample=False,
+        inner_width=None,
+        groups=1,
+        deformable=False,
+        modulated=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.width = width
         self.strides = strides
         self.downsample = downsample
+        self.inner_width = width if inner_width is None else inner_width
+        self.groups = groups
         self.deformable = bool(deformable)
         self.modulated = bool(modulated)
-        self.conv1 = keras.layers.Conv2D(width, 1, use_bias=False, name="conv1")
+        inner = self.inner_width
+        self.conv1 = keras.layers.Conv2D(inner, 1, use_bias=False, name="conv1")
         self.bn1 = _bn("bn1")
         if self.deformable:
             # It pads by itself (PyTorch's padding=1); no padding layer before it.
             self.pad2 = None
-            self.conv2 = DeformableConv2D(width, 3, strides=strides, padding=1, modulated=modulated, name="conv2")
+            self.conv2 = DeformableConv2D(
+                inner, 3, strides=strides, padding=1, groups=groups, modulated=modulated, name="conv2"
+            )
         else:
-            self.pad2, self.conv2 = _conv(width, 3, strides, "conv2")
+            self.pad2, self.conv2 = _conv(inner, 3, strides, "conv2", groups=groups)
         self.bn2 = _bn("bn2")
         self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=False, name="conv3")
         self.bn3 = _bn("bn3")
@@ -178,13 +219,13 @@ class Bottleneck(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        inner = shape[:-1] + (self.width,)
+        inner = shape[:-1] + (self.inner_width,)
         self.conv1.build(shape)
         self.bn1.build(inner)
         self.conv2.build(inner if self.pad2 is None else self.pad2.compute_output_shape(inner))
         out = self.compute_output_shape(shape)
-        self.bn2.build(out[:-1] + (self.width,))
-        self.conv3.build(out[:-1] + (self.width,))
+        self.bn2.build(out[:-1] + (self.inner_width,))
+        self.conv3.build(out[:-1] + (self.inner_width,))
         self.bn3.build(out)
         if self.downsample:
             self.downsample_conv.build(shape)
@@ -209,6 +250,8 @@ class Bottleneck(keras.layers.Layer):
             "width": self.width,
             "strides": self.strides,
             "downsample": self.downsample,
+            "inner_width": self.inner_width,
+            "groups": self.groups,
             "deformable": self.deformable,
             "modulated": self.modulated,
         }

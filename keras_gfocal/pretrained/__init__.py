@@ -6,6 +6,7 @@ through ``load_backbone_weights``. The backbones themselves import nothing from 
 """
 
 from keras_gfocal.pretrained.backbones import backbone_rows, load_backbone_weights
+from keras_gfocal.pretrained.res2net import load_res2net_weights
 from keras_gfocal.pretrained.torchvision import load_resnet_weights
 
-__all__ = ["backbone_rows", "load_backbone_weights", "load_resnet_weights"]
+__all__ = ["backbone_rows", "load_backbone_weights", "load_res2net_weights", "load_resnet_weights"]

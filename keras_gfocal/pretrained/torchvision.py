@@ -22,10 +22,9 @@ IMAGENET_URLS = {
 }
 
 
-def resnet_rows(backbone, prefix="", offsets=True):
+def resnet_rows(backbone, prefix=""):
     """``(checkpoint key, variable, transform)`` rows of a built ``ResNetBackbone``, in torchvision's
-    names after ``prefix`` (``"backbone."`` in MMDetection's detectors); ``offsets=False`` leaves
-    out the deformable convs' ``conv_offset`` rows."""
+    names after ``prefix`` (``"backbone."`` in MMDetection's detectors)."""
     if not isinstance(backbone, ResNetBackbone):
         raise TypeError(f"resnet_rows reads a ResNetBackbone, got {type(backbone).__name__}.")
     stem = {layer.name: layer for layer in backbone.stem}
@@ -36,7 +35,7 @@ def resnet_rows(backbone, prefix="", offsets=True):
             for i in (1, 2, 3):
                 rows += conv_rows(f"{p}.conv{i}", getattr(block, f"conv{i}"))
                 rows += batch_norm_rows(f"{p}.bn{i}", getattr(block, f"bn{i}"))
-            if block.deformable and offsets:
+            if block.deformable:
                 rows += conv_rows(f"{p}.conv2.conv_offset", block.conv2.conv_offset)
             if block.downsample:
                 rows += conv_rows(f"{p}.downsample.0", block.downsample_conv)
@@ -59,13 +58,58 @@ def check_sha256_prefix(path, prefix):
     return path
 
 
-def imagenet_file(depth):
-    """The local path of torchvision's ImageNet ResNet-``depth`` file, downloaded once into the
-    Keras cache (``~/.keras/models``) and checked against the digest prefix in its name."""
-    url = IMAGENET_URLS[depth]
+def checked_download(url):
+    """The local path of ``url``'s file, downloaded once into the Keras cache (``~/.keras/models``)
+    and checked against the digest prefix its name ends with (``name-<sha256 prefix>.pth``, as
+    torch.hub names files)."""
     name = os.path.basename(url)
     path = keras.utils.get_file(name, url, cache_subdir="models")
     return check_sha256_prefix(path, name.rsplit("-", 1)[1].split(".")[0])
+
+
+def imagenet_file(depth):
+    """The local path of torchvision's ImageNet ResNet-``depth`` file (``checked_download``)."""
+    return checked_download(IMAGENET_URLS[depth])
+
+
+def assign_classifier_weights(backbone, source, imagenet_path, rows):
+    """Loads an ImageNet classifier's weights into ``backbone`` (builds it if needed), all or nothing.
+
+    Args:
+        backbone: the backbone layer.
+        source: ``"imagenet"``, the path of a state dict (``.pth``, read without torch), or a
+            ``{key: array}`` dict.
+        imagenet_path: ``f()`` -> the local path of the ImageNet file, for ``"imagenet"``.
+        rows: ``rows(backbone)`` -> its ``(checkpoint key, variable, transform)`` rows.
+
+    A classifier has no deformable convs: a state dict with no ``conv_offset`` key at all sets
+    the backbone's offset convs (``dcn_stages``) to zero, as MMDetection initialises them, so
+    that they start as plain convs; one with some must have them all.
+
+    Raises:
+        CheckpointError (a ValueError): unreadable, or keys and shapes that do not fit (the
+            classifier's ``fc.*`` keys and BatchNorm step counters are ignored).
+    """
+    if isinstance(source, dict):
+        state_dict, name = source, "the given state dict"
+    else:
+        path = imagenet_path() if source == "imagenet" else os.fspath(source)
+        state_dict, name = read_state_dict(path)[0], path
+    if not backbone.built:
+        backbone.build((None, None, None, 3))
+    rows = rows(backbone)
+    offset_rows = []
+    if not any(".conv_offset." in key for key in state_dict):
+        offset_rows = [row for row in rows if ".conv_offset." in row[0]]
+        rows = [row for row in rows if ".conv_offset." not in row[0]]
+    assign_all(
+        state_dict,
+        rows,
+        name,
+        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
+    )
+    for _, variable, _ in offset_rows:
+        variable.assign(keras.ops.zeros_like(variable))
 
 
 def load_resnet_weights(backbone, source):
@@ -76,33 +120,13 @@ def load_resnet_weights(backbone, source):
         source: ``"imagenet"`` (torchvision's ImageNet file, downloaded once
             into the Keras cache), the path of a torchvision ResNet state dict
             (``.pth``, read without torch; its ``fc.*`` keys are ignored), or
-            a ``{key: array}`` dict in torchvision's names. A state dict with
-            no ``conv_offset`` key at all (every ImageNet file) sets the
-            deformable convs' offset convs to zero, as MMDetection initialises
-            them, so they start as plain convs; one with some must have all.
+            a ``{key: array}`` dict in torchvision's names. The offset
+            convs of a DCN backbone start at zero unless the state dict has
+            them (see ``assign_classifier_weights``).
     Raises:
         CheckpointError (a ValueError): the file cannot be read, or its keys and shapes
             do not fit the backbone (the first offending keys named).
         ValueError: the ImageNet download's digest is wrong.
         OSError: the download failed.
     """
-    if isinstance(source, dict):
-        state_dict, name = source, "the given state dict"
-    else:
-        path = imagenet_file(backbone.depth) if source == "imagenet" else os.fspath(source)
-        state_dict, name = read_state_dict(path)[0], path
-    if not backbone.built:
-        backbone.build((None, None, None, 3))
-    with_offsets = any(".conv_offset." in key for key in state_dict)
-    assign_all(
-        state_dict,
-        resnet_rows(backbone, offsets=with_offsets),
-        name,
-        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
-    )
-    if not with_offsets:
-        for stage in backbone.stages:
-            for block in stage:
-                if block.deformable:
-                    for variable in block.conv2.conv_offset.weights:
-                        variable.assign(keras.ops.zeros_like(variable))
+    assign_classifier_weights(backbone, source, lambda: imagenet_file(backbone.depth), resnet_rows)

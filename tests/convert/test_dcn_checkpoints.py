@@ -15,6 +15,7 @@ from reference_weights import load_fixture
 from keras_gfocal.checkpoints import CheckpointMismatchError
 from keras_gfocal.convert import convert_checkpoint
 from keras_gfocal.layers import DeformableConv2D
+from keras_gfocal.presets import PRESETS
 
 # The official GFocalV2 head has one classification channel more (the background): a 3x3 conv
 # from 256 channels and its bias, which the converter drops.
@@ -53,7 +54,9 @@ def test_a_full_size_official_r101_dcn_checkpoint_fills_every_variable(fixture, 
         held.append(float(array.flat[0]))
     used = [v for k, v in values.items() if not k.endswith(("num_batches_tracked", "integral.project"))]
     assert sorted(held) == sorted(used)
-    assert _parameters(model) == int(fixture["v2_parameters"]) - BACKGROUND_CHANNEL == 52_720_246
+    reference = int(fixture["v2_parameters"])
+    assert reference == PRESETS["gfocal_v2_r101_dcn_fpn"]["parameters"] == 52_722_551
+    assert _parameters(model) == reference - BACKGROUND_CHANNEL
 
 
 def _state_dict(shapes):
@@ -79,3 +82,4 @@ def test_dcn_and_plain_checkpoints_into_the_other_preset_name_the_offset_convs(f
         convert_checkpoint(plain, "gfocal_v1_r101_dcn_fpn")
     model = convert_checkpoint(v1_dcn, "gfocal_v1_r101_dcn_fpn")
     assert not model.dgqp and _parameters(model) == int(fixture["v1_parameters"]) == 52_718_837
+    assert PRESETS["gfocal_v1_r101_dcn_fpn"]["parameters"] == 52_718_837

@@ -171,16 +171,6 @@ def test_tflite_has_builtin_ops_only(exports, name):
     assert ("NON_MAX_SUPPRESSION_V5" in ops) == (not name.endswith("_nonms")), ops
 
 
-def test_tflite_int8_runs_integer_kernels(exports):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=exports["tflite_int8"])
-    kinds = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
-    assert "int8" in kinds
-    float_size = os.path.getsize(exports["tflite_float32"])
-    assert os.path.getsize(exports["tflite_int8"]) < 0.4 * float_size
-
-
 def test_tflite_without_nms_has_static_shapes(exports):
     from ai_edge_litert.interpreter import Interpreter
 

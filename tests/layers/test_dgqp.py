@@ -1,14 +1,11 @@
 """Reference tests for keras_gfocal.layers.DGQP (Distribution-Guided Quality Predictor)."""
 
-import itertools
-
 import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
 from gradient_check import input_and_weight_gradients
 
-from keras_gfocal.distributions import sorted_top_k, sorting_network
 from keras_gfocal.layers import DGQP
 
 RTOL = 1e-5
@@ -231,30 +228,6 @@ def _tied_logits(rng, shape):
     x = rng.integers(-2, 3, size=shape).astype(np.float32)
     x[..., :17] = 0.0  # the left edge of every point: a flat distribution
     return x
-
-
-@pytest.mark.parametrize("n, k", [(17, 4), (17, 1), (17, 3), (17, 17), (17, 8), (8, 4), (33, 4), (5, 2), (1, 1)])
-def test_sorted_top_k_equals_ops_top_k_exactly(n, k):
-    rng = np.random.default_rng(60 + n + k)
-    for values in (
-        rng.random((3, 7, 4, n)).astype(np.float32),  # distinct
-        rng.integers(0, 3, size=(3, 7, 4, n)).astype(np.float32),
-    ):  # ties
-        expected, _ = keras.ops.top_k(values, k=k, sorted=True)
-        got = to_np(sorted_top_k(values, k))
-        assert got.shape == values.shape[:-1] + (k,)
-        np.testing.assert_array_equal(got, to_np(expected))
-
-
-def test_sorting_networks_sort_every_zero_one_input():
-    # The 0-1 principle: a comparator network that sorts every 0/1 input sorts every input.
-    for n in range(1, 13):
-        for bits in itertools.product((0, 1), repeat=n):
-            wires = list(bits)
-            for i, j in sorting_network(n):
-                wires[i], wires[j] = max(wires[i], wires[j]), min(wires[i], wires[j])
-            assert wires == sorted(bits, reverse=True), (n, bits)
-    assert sorting_network(4) == [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)]  # optimal: 5 comparators
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"topk": 1}, {"topk": 3, "add_mean": False}, {"reg_max": 7, "topk": 2}])

@@ -100,17 +100,63 @@ def test_weights_and_config_are_keras():
     assert keras.saving.get_registered_name(GroupNormalization) == "keras_gfocal>GroupNormalization"
 
 
+def _numpy_group_norm(x, groups, epsilon, gamma=None, beta=None):
+    """Group norm of ``[B, H, W, C]`` in float64: each image's groups of ``C / groups`` channels
+    normalised over height, width and the group's channels, then ``* gamma + beta`` per channel."""
+    b, h, w, c = x.shape
+    grouped = x.astype(np.float64).reshape(b, h, w, groups, c // groups)
+    mean = grouped.mean(axis=(1, 2, 4), keepdims=True)
+    variance = ((grouped - mean) ** 2).mean(axis=(1, 2, 4), keepdims=True)
+    y = ((grouped - mean) / np.sqrt(variance + epsilon)).reshape(x.shape)
+    if gamma is not None:
+        y = y * gamma
+    return y + beta if beta is not None else y
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False), (False, False)])
+def test_center_and_scale_against_numpy(center, scale):
+    rng = np.random.default_rng(5)
+    layer = GroupNormalization(groups=4, epsilon=1e-3, center=center, scale=scale, axis=3)
+    layer.build((None, 5, 6, 16))
+    assert [w.name for w in layer.weights] == ["gamma"] * scale + ["beta"] * center
+    gamma = rng.normal(1.0, 0.5, 16).astype("float32") if scale else None
+    beta = rng.normal(0.0, 0.5, 16).astype("float32") if center else None
+    layer.set_weights([w for w in (gamma, beta) if w is not None])
+    x = (rng.normal(size=(2, 5, 6, 16)) * rng.uniform(0.5, 4, 16) + rng.normal(3, 2, 16)).astype("float32")
+    got = np.asarray(layer(x))
+    np.testing.assert_allclose(got, _numpy_group_norm(x, 4, 1e-3, gamma, beta), rtol=1e-5, atol=2e-5)
+    assert got.dtype == np.float32
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"groups": 3}, "cannot be split into 3 groups"),
-        ({"groups": 0}, "groups must be"),
+        ({"groups": 16}, "8 channels cannot be split into 16 groups"),
+        ({"groups": 0}, "groups must be a positive int or -1, got 0"),
+        ({"groups": -2}, "groups must be a positive int or -1, got -2"),
+        ({"groups": 4.0}, "groups must be a positive int or -1, got 4.0"),
+        ({"groups": "4"}, "groups must be a positive int or -1, got '4'"),
         ({"axis": 1}, "channels-last"),
+        ({"axis": -2}, "got axis=-2"),
     ],
 )
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GroupNormalization(**kwargs).build((None, 4, 4, 8))
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((None, 4, 8), r"expects \[B, H, W, C\] inputs, got shape \(None, 4, 8\)"),
+        ((None, 2, 4, 4, 8), r"expects \[B, H, W, C\] inputs"),
+        ((None, 4, 4, None), r"needs a known channel count, got shape \(None, 4, 4, None\)"),
+    ],
+)
+def test_bad_input_shapes(shape, message):
+    with pytest.raises(ValueError, match=message):
+        GroupNormalization(groups=4).build(shape)
 
 
 def _small_detector():

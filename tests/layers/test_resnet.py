@@ -130,7 +130,7 @@ def test_bottleneck_config_round_trip():
 
 
 def test_dcn_stages_put_a_deformable_conv2_in_every_block_of_the_listed_stages():
-    backbone = ResNetBackbone(50, dcn_stages=(False, True, False, True), dcn_modulated=True)
+    backbone = ResNetBackbone(50, dcn_stages=(4, 2), dcn_modulated=True)
     for stage, deformable in zip(backbone.stages, (False, True, False, True)):
         for block in stage:
             assert block.deformable is deformable
@@ -160,14 +160,14 @@ def test_a_fresh_dcn_stage_is_its_plain_stage():
 
 
 def test_dcn_config_round_trip_and_bad_dcn_stages():
-    backbone = ResNetBackbone(101, dcn_stages=(False, True, True, True), name="r101_dcn")
+    backbone = ResNetBackbone(101, dcn_stages=(2, 3, 4), name="r101_dcn")
     config = backbone.get_config()
-    assert config["dcn_stages"] == [False, True, True, True] and config["dcn_modulated"] is False
+    assert config["dcn_stages"] == [2, 3, 4] and config["dcn_modulated"] is False
     clone = keras.layers.deserialize(keras.layers.serialize(backbone))
-    assert clone.dcn_stages == (False, True, True, True)
+    assert clone.dcn_stages == (2, 3, 4)
     assert [isinstance(b.conv2, DeformableConv2D) for b in (clone.stages[0][0], clone.stages[3][2])] == [False, True]
     block = Bottleneck(4, deformable=True, modulated=True)
     assert keras.layers.deserialize(keras.layers.serialize(block)).conv2.modulated
-    for bad in ((True, True, True), (0, 1, 1, 1)):
-        with pytest.raises(ValueError, match=r"dcn_stages must be four booleans \(layer1..layer4\), got "):
+    for bad in ((False, True, True, True), (0, 2), (2, 2), (5,), (2.0,)):
+        with pytest.raises(ValueError, match=r"dcn_stages must be distinct stage numbers in 1\.\.4, got "):
             ResNetBackbone(50, dcn_stages=bad)
