@@ -171,3 +171,17 @@ def test_dcn_config_round_trip_and_bad_dcn_stages():
     for bad in ((False, True, True, True), (0, 2), (2, 2), (5,), (2.0,)):
         with pytest.raises(ValueError, match=r"dcn_stages must be distinct stage numbers in 1\.\.4, got "):
             ResNetBackbone(50, dcn_stages=bad)
+
+
+def test_a_dcn_bottleneck_with_moving_offsets_survives_a_keras_file(tmp_path):
+    block = Bottleneck(4, strides=2, downsample=True, deformable=True, name="layer2_0")
+    inputs = keras.Input((6, 7, 8))
+    model = keras.Model(inputs, block(inputs))
+    offset_conv = block.conv2.conv_offset
+    offset_conv.kernel.assign(np.random.default_rng(5).normal(size=offset_conv.kernel.shape).astype("float32"))
+    x = np.random.default_rng(6).normal(size=(2, 6, 7, 8)).astype("float32")
+    path = tmp_path / "dcn_block.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.layers[-1].conv2, DeformableConv2D)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
