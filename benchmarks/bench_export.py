@@ -12,11 +12,14 @@ With ``--preset`` it measures speed alone, on a randomly initialised model of
 that preset at ``--height`` x ``--width``: Keras ``predict`` next to the
 float32, float16 and full-int8 TFLite files (NMS inside; LiteRT with XNNPACK
 and ``--threads`` threads), median and range of ``--runs`` invocations on one
-canvas, and each file's GPU delegate check.
+canvas, and each file's GPU delegate check; ``--speed-only ... "SavedModel float32"`` adds
+the SavedModel's ``serving_default`` (uint8 image of the canvas size in, resizing and NMS inside).
 
     gfocal demo                              # writes runs/demo/model.keras and its data
     python benchmarks/bench_export.py        # uses them by default
     python benchmarks/bench_export.py --preset gfocal_v2_r50_fpn --height 800 --width 1216
+    python benchmarks/bench_export.py --preset gfocal_v2_r101_dcn_fpn --height 512 --width 512 \
+        --speed-only Keras "SavedModel float32" "TFLite float32" --runs 5 --out saved_models/bench_dcn
     python benchmarks/bench_export.py --help
 """
 
@@ -76,6 +79,23 @@ def invoke_seconds(path, runs, threads, seed=0):
     return seconds
 
 
+def saved_model_seconds(path, size, runs, rng):
+    """Wall seconds of ``runs`` calls of a SavedModel's ``serving_default`` on one random uint8
+    image of the canvas ``size`` (after one warm-up); resizing, normalisation and NMS included."""
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    images = tf.constant(rng.integers(0, 256, (1,) + size + (3,), dtype=np.uint8))
+    seconds = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        serve(images=images)["num_detections"].numpy()
+        if i:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def speed(args):
     """Random-weight speed table: Keras predict and the float32 / float16 / full-int8 TFLite files."""
     import keras
@@ -109,7 +129,14 @@ def speed(args):
             model.predict_on_batch(images)
             if i:
                 seconds.append(time.perf_counter() - start)
-        rows.append(("Keras predict (float32)", None, seconds))
+        keras_file = os.path.join(args.out, f"{args.preset}.keras")
+        os.makedirs(args.out, exist_ok=True)
+        model.save(keras_file)
+        rows.append(("Keras predict (float32)", keras_file, seconds))
+    if args.speed_only and "SavedModel float32" in args.speed_only:
+        path = export_model(model, "saved_model", args.out, image_size=size)
+        rows.append(("SavedModel float32", path, saved_model_seconds(path, size, args.runs, rng)))
+        print(f"SavedModel float32: {disk_size(path) / 1e6:.1f} MB", flush=True)
     num_calibration = args.num_calibration or 8
     calibration = [rng.uniform(0, 255, size + (3,)).astype("float32") for _ in range(num_calibration)]
     for name, quantize in SPEED_VARIANTS.items():
@@ -131,10 +158,16 @@ def speed(args):
     print()
     print("| model | size on disk | latency, median (min-max) | vs Keras |")
     print("|---|---|---|---|")
-    keras_median = statistics.median(rows[0][2]) if rows and rows[0][1] is None else None
+    keras_median = statistics.median(rows[0][2]) if rows and rows[0][0].startswith("Keras") else None
     for name, path, seconds in rows:
         median = statistics.median(seconds)
-        ratio = "" if keras_median is None or path is None else f"{keras_median / median:.1f}x faster"
+        ratio = ""
+        if keras_median is not None and not name.startswith("Keras"):
+            ratio = (
+                f"{keras_median / median:.1f}x faster"
+                if median <= keras_median
+                else f"{median / keras_median:.1f}x slower"
+            )
         size_text = "" if path is None else f"{disk_size(path) / 1e6:.1f} MB"
         print(f"| {name} | {size_text} | {median:.3f} s ({min(seconds):.3f}-{max(seconds):.3f}) | {ratio} |")
 
@@ -173,7 +206,11 @@ def main():
     speed_options.add_argument("--seed", type=int, default=0)
     speed_options.add_argument("--no-nms-too", action="store_true", help="also the files without NMS")
     speed_options.add_argument(
-        "--speed-only", nargs="*", default=None, metavar="ROW", help=f"a subset of: Keras, {', '.join(SPEED_VARIANTS)}"
+        "--speed-only",
+        nargs="*",
+        default=None,
+        metavar="ROW",
+        help=f"a subset of: Keras, {', '.join(SPEED_VARIANTS)}, SavedModel float32 (only when named)",
     )
     args = parser.parse_args()
 

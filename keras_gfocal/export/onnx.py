@@ -1,5 +1,6 @@
 """ONNX export through tf2onnx, NMS included."""
 
+import keras
 import tensorflow as tf
 
 from keras_gfocal.data.input_resize import input_resize
@@ -27,7 +28,10 @@ def export_onnx(model, path, opset=17, image_size=None):
     def detect(pixels):
         return graphs.detect_on_canvas(model, pixels, nms=True)
 
-    tf2onnx.convert.from_function(detect, input_signature=spec, opset=opset, output_path=path)
+    proto, _ = tf2onnx.convert.from_function(detect, input_signature=spec, opset=opset)
+    _check_onnx_ops(model, proto)
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
     write_metadata(
         path,
         build_metadata(
@@ -40,3 +44,33 @@ def export_onnx(model, path, opset=17, image_size=None):
         ),
     )
     return path
+
+
+def _check_onnx_ops(model, proto):
+    """Refuses a graph that still holds TensorFlow ops tf2onnx could not convert.
+
+    tf2onnx logs such ops and writes the file anyway, which onnxruntime then
+    refuses to load. The known case is a grouped convolution (a ResNeXt's 3x3
+    convs): Keras' TensorFlow backend runs it as an XLA-compiled function,
+    which tf2onnx keeps as a ``StatefulPartitionedCall``.
+    """
+    import onnx
+
+    left = [f"{n.op_type} ({n.name})" for n in proto.graph.node if n.domain == "" and not onnx.defs.has(n.op_type)]
+    if not left:
+        return
+    grouped = [
+        x.path for x in model._flatten_layers() if isinstance(x, keras.layers.Conv2D) and getattr(x, "groups", 1) > 1
+    ]
+    reason = ""
+    if grouped:
+        reason = (
+            f" The model has {len(grouped)} grouped convolutions (groups > 1, e.g. {', '.join(grouped[:3])}): "
+            "Keras' TensorFlow backend compiles each with XLA, and tf2onnx cannot convert an "
+            "XLA-compiled function. A ResNeXt backbone cannot be exported to ONNX; its SavedModel "
+            "and TFLite exports work."
+        )
+    raise ValueError(
+        f"ONNX export failed: tf2onnx left {len(left)} TensorFlow ops it could not convert: "
+        f"{', '.join(left[:3])}.{reason}"
+    )

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from detection_match import assert_close_detections
 from PIL import Image
 
 from keras_gfocal.data import CocoDataset
@@ -84,16 +85,6 @@ def test_keras_file_round_trip_predicts_the_same_boxes(trained, synthetic):
     np.testing.assert_array_equal(b["category_ids"], a["category_ids"])
 
 
-def _close_detections(got, expected, atol_box=0.5, atol_score=2e-3):
-    """The confident detections of two runs match one to one."""
-    keep_g, keep_e = got["scores"] > 0.2, expected["scores"] > 0.2
-    assert keep_e.sum() > 0
-    assert keep_g.sum() == keep_e.sum()
-    np.testing.assert_allclose(got["boxes"][keep_g], expected["boxes"][keep_e], atol=atol_box)
-    np.testing.assert_allclose(got["scores"][keep_g], expected["scores"][keep_e], atol=atol_score)
-    np.testing.assert_array_equal(got["category_ids"][keep_g], expected["category_ids"][keep_e])
-
-
 @pytest.mark.parametrize("name", ["saved_model", "onnx", "tflite_float32", "tflite_float32_nonms"])
 def test_float32_exports_give_the_keras_detections(trained, exports, synthetic, name):
     image, _ = _image(synthetic, 1)
@@ -101,7 +92,7 @@ def test_float32_exports_give_the_keras_detections(trained, exports, synthetic, 
     image = np.ascontiguousarray(image[10:110, :])
     expected = KerasDetector(trained[0]).detect(image)
     got = load_detector(exports[name]).detect(image)
-    _close_detections(got, expected)
+    assert_close_detections(got, expected)
     assert got["edge_confidence"].shape == (len(got["scores"]), 4)
 
 
