@@ -159,10 +159,7 @@ def classes_in_checkpoint(state_dict, source, dgqp, num_classes):
 
 def load_gfocal_weights(model, state_dict, source, drop_background=False):
     """Assigns an MMDetection-layout GFocal state dict to a built ``GFocalDetector``,
-    all or nothing (see ``keras_gfocal.checkpoints.mapping.assign_all``)."""
-    dcn = sorted(k for k in state_dict if "conv_offset" in k or "dcn" in k.split(".")[-2:])
-    if dcn:
-        raise CheckpointMismatchError(
-            f"{source} is a deformable-conv (DCN) model ({dcn[0]}); keras-gfocal has no DCN backbone."
-        )
+    all or nothing (see ``keras_gfocal.checkpoints.mapping.assign_all``); a deformable-conv
+    (DCN) checkpoint fits a preset with the same ``dcn_stages`` only, its offset convs'
+    keys named as unused or missing otherwise."""
     assign_all(state_dict, gfocal_rows(model, drop_background), source, ignore=needs_no_variable)
