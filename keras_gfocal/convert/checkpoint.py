@@ -48,9 +48,10 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
     Args:
         checkpoint: a ``.pth`` path (read without torch or code execution) or
             a ``{key: array}`` state dict.
-        preset: a ``keras_gfocal.presets`` name with a ResNet or ResNeXt backbone, e.g.
-            ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models,
-            ``"gfocal_v1_x101_32x4d_fpn"`` for MMDetection's GFL X101-32x4d.
+        preset: a ``keras_gfocal.presets`` name with a ResNet, ResNeXt or Res2Net backbone,
+            e.g. ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models,
+            ``"gfocal_v1_x101_32x4d_fpn"`` for MMDetection's GFL X101-32x4d,
+            ``"gfocal_v2_r2n101_dcn_fpn"`` for the official R2-101-DCN model.
         out: optional ``.keras`` path to save the model to.
         num_classes: default: read off the checkpoint (``gfl_cls`` channels,
             less the background channel of the official GFocalV2 models).
@@ -66,8 +67,8 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
             malformed.
         CheckpointMismatchError (a CheckpointError): missing or extra keys,
             different shapes or ranks, a class count outside 1..10,000 or not
-            that of the head, the first few named; deformable-conv (DCN)
-            models are named as such.
+            that of the head, the first few named (a deformable-conv
+            model into a preset without DCN: its ``conv_offset`` keys).
     """
     if isinstance(checkpoint, dict):
         state_dict, meta, source = checkpoint, {}, "the given state dict"
