@@ -102,6 +102,12 @@ def test_a_state_dict_without_offsets_starts_the_deformable_convs_as_plain_convs
     # The plain Res2Net-101 fixture: its seeded weights are the same keys less every conv_offset,
     # what an ImageNet file holds; MMDetection starts the offset convs at zero, plain convs.
     plain = load_fixture("mmdet_res2net101.npz")
+    before = _snapshot(seeded)
+    broken = {k: v for k, v in fixture_state_dict(plain).items() if k != "stem.0.weight"}
+    with pytest.raises(CheckpointMismatchError, match=r"missing from the checkpoint: stem\.0\.weight\.$"):
+        load_backbone_weights(seeded, broken)
+    for a, b in zip(before, _snapshot(seeded)):  # the offset convs were not zeroed either
+        np.testing.assert_array_equal(a, b)
     try:
         load_backbone_weights(seeded, fixture_state_dict(plain))
         for conv in _deformable_convs(seeded):
