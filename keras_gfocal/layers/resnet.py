@@ -35,6 +35,16 @@ def _bn(name):
     return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
 
 
+def checked_dcn_stages(dcn_stages):
+    """``dcn_stages`` as a tuple of distinct stage numbers in 1..4 (1 for ``layer1``); ValueError otherwise."""
+    dcn_stages = tuple(dcn_stages)
+    if len(set(dcn_stages)) != len(dcn_stages) or not all(
+        isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= 4 for stage in dcn_stages
+    ):
+        raise ValueError(f"dcn_stages must be distinct stage numbers in 1..4, got {dcn_stages!r}.")
+    return dcn_stages
+
+
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class ResNetBackbone(Backbone):
     """Torchvision-style ResNet-50 or ResNet-101 returning C3, C4, C5.
@@ -78,11 +88,7 @@ class ResNetBackbone(Backbone):
             raise ValueError(f"{type(self).__name__} depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
-        dcn_stages = tuple(dcn_stages)
-        if len(set(dcn_stages)) != len(dcn_stages) or not all(
-            isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= 4 for stage in dcn_stages
-        ):
-            raise ValueError(f"dcn_stages must be distinct stage numbers in 1..4, got {dcn_stages!r}.")
+        dcn_stages = checked_dcn_stages(dcn_stages)
         self.depth = depth
         self.frozen_stages = frozen_stages
         # make_block reads them while the stages are built.
