@@ -5,10 +5,9 @@ import math
 
 import keras
 
-from keras_gfocal.layers.backbone import Backbone
 from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.deformable_conv import DeformableConv2D
-from keras_gfocal.layers.resnet import _bn, _conv, checked_dcn_stages
+from keras_gfocal.layers.resnet import StemAndStages, _bn, _conv, checked_dcn_stages
 
 # Bottle2neck blocks per stage (layer1..layer4).
 RES2NET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -23,7 +22,7 @@ def split_width(planes, base_width):
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
-class Res2NetBackbone(Backbone):
+class Res2NetBackbone(StemAndStages):
     """Res2Net v1d returning C3, C4, C5, as MMDetection 3.3's ``Res2Net`` in ``pytorch`` style.
 
     The deep stem has three 3x3 convs (32, 32, 64 channels, the first with stride 2), each
@@ -115,23 +114,6 @@ class Res2NetBackbone(Backbone):
         for stage in self.stages[: max(frozen_stages, 0)]:
             for block in stage:
                 block.trainable = False
-
-    def build(self, input_shape):
-        shape = build_chain(self.stem, input_shape)
-        for stage in self.stages:
-            shape = build_chain(stage, shape)
-
-    def call(self, images):
-        x = images
-        for layer in self.stem:
-            x = layer(x, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
-        outputs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                x = block(x)
-            if i >= 1:
-                outputs.append(x)
-        return outputs
 
     def get_config(self):
         return {
