@@ -4,6 +4,7 @@ The whole backbone against MMDetection's is in ``tests/pretrained/test_res2net_w
 """
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 from keras_gfocal.layers import DeformableConv2D, Res2NetBackbone
@@ -77,23 +78,10 @@ def test_dcn_stages_make_those_stages_split_convs_deformable_through_a_config_ro
 
 
 # ----------------------------------------------------------------------------- NumPy reference
-def _conv(x, kernel, stride=1, pad=0):
-    """Cross-correlation of NHWC ``x`` with an HWIO kernel, symmetric zero padding."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    k = kernel.shape[0]
-    h, w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
-    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
-    for i in range(h):
-        for j in range(w):
-            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
-            out[:, i, j] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
-    return out
-
-
 def _avg_pool_counting_padding(x, stride):
     """``nn.AvgPool2d(3, stride, padding=1)``: zeros padded on every side count in the mean."""
     channels = x.shape[-1]
-    return _conv(x, np.eye(channels)[None, None].repeat(3, 0).repeat(3, 1) / 9.0, stride, pad=1)
+    return ref.conv2d_nhwc(x, np.eye(channels)[None, None].repeat(3, 0).repeat(3, 1) / 9.0, stride, pad=1)
 
 
 def _avg_pool_ceil(x, k):
@@ -108,27 +96,26 @@ def _avg_pool_ceil(x, k):
 
 
 def _bn(x, bn):
-    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.weights)
-    return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    return ref.frozen_batch_norm(x, *bn.weights)
 
 
 def _bottle2neck_numpy(block, x):
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     k = lambda conv: np.asarray(conv.kernel, np.float64)  # noqa: E731
-    y = relu(_bn(_conv(x, k(block.conv1)), block.bn1))
+    y = relu(_bn(ref.conv2d_nhwc(x, k(block.conv1)), block.bn1))
     splits = np.split(y, block.scales, axis=-1)
     outputs = []
     for i in range(block.scales - 1):
         inner = splits[i] if i == 0 or block.first_in_stage else outputs[-1] + splits[i]
-        outputs.append(relu(_bn(_conv(inner, k(block.convs[i]), block.strides, pad=1), block.bns[i])))
+        outputs.append(relu(_bn(ref.conv2d_nhwc(inner, k(block.convs[i]), block.strides, pad=1), block.bns[i])))
     last = splits[-1]
     if block.first_in_stage and block.strides > 1:
         last = _avg_pool_counting_padding(last, block.strides)
-    y = _bn(_conv(np.concatenate(outputs + [last], axis=-1), k(block.conv3)), block.bn3)
+    y = _bn(ref.conv2d_nhwc(np.concatenate(outputs + [last], axis=-1), k(block.conv3)), block.bn3)
     shortcut = x
     if block.first_in_stage:
         pooled = _avg_pool_ceil(x, block.strides) if block.strides > 1 else x
-        shortcut = _bn(_conv(pooled, k(block.downsample_conv)), block.downsample_bn)
+        shortcut = _bn(ref.conv2d_nhwc(pooled, k(block.downsample_conv)), block.downsample_bn)
     return relu(y + shortcut)
 
 
