@@ -93,6 +93,19 @@ PRESETS = {
         "config": {"dgqp": False, **_RESNET_HEAD},
         "parameters": 53_467_053,
     },
+    "gfocal_v2_r2n101_dcn_fpn": {
+        "description": (
+            "GFocalV2, Res2Net-101 v1d 26w x 4s-FPN with deformable convs (DCNv1) in c4-c5, as the official "
+            "gfocal_r2n101_dcn_fpn_ms2x (49.9 AP on COCO minival, 50.5 test-dev)."
+        ),
+        "backbone": (
+            "Res2NetBackbone",
+            {"depth": 101, "scales": 4, "base_width": 26, **_DCN_C4_C5},
+        ),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 53_578_014,
+    },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",
         "backbone": ("TinyBackbone", {"base_width": 16}),

@@ -1,5 +1,9 @@
 """OpenMMLab's Res2Net weights for ``keras_gfocal.layers.Res2NetBackbone``: MMDetection's key map
-and the ImageNet file ``open-mmlab://res2net101_v1d_26w_4s``."""
+and the ImageNet file ``open-mmlab://res2net101_v1d_26w_4s``.
+
+A deformable split conv (``dcn_stages``) is named as mmcv's ``DeformConv2dPack`` names it:
+``layerX.Y.convs.I.weight`` and its offset conv ``layerX.Y.convs.I.conv_offset.{weight,bias}``.
+"""
 
 import os
 
@@ -17,9 +21,10 @@ IMAGENET_URL = "https://download.openmmlab.com/pretrain/third_party/res2net101_v
 IMAGENET_CONFIG = {"depth": 101, "scales": 4, "base_width": 26}
 
 
-def res2net_rows(backbone, prefix=""):
+def res2net_rows(backbone, prefix="", offsets=True):
     """``(checkpoint key, variable, transform)`` rows of a built ``Res2NetBackbone``, in
-    MMDetection's names after ``prefix`` (``"backbone."`` in its detectors)."""
+    MMDetection's names after ``prefix`` (``"backbone."`` in its detectors); ``offsets=False``
+    leaves out the deformable convs' ``conv_offset`` rows."""
     if not isinstance(backbone, Res2NetBackbone):
         raise TypeError(f"res2net_rows reads a Res2NetBackbone, got {type(backbone).__name__}.")
     stem = {layer.name: layer for layer in backbone.stem}
@@ -33,6 +38,8 @@ def res2net_rows(backbone, prefix=""):
             rows += conv_rows(f"{p}.conv1", block.conv1) + batch_norm_rows(f"{p}.bn1", block.bn1)
             for i, (conv, bn) in enumerate(zip(block.convs, block.bns)):
                 rows += conv_rows(f"{p}.convs.{i}", conv) + batch_norm_rows(f"{p}.bns.{i}", bn)
+                if block.deformable and offsets:
+                    rows += conv_rows(f"{p}.convs.{i}.conv_offset", conv.conv_offset)
             rows += conv_rows(f"{p}.conv3", block.conv3) + batch_norm_rows(f"{p}.bn3", block.bn3)
             if block.first_in_stage:
                 rows += conv_rows(f"{p}.downsample.1", block.downsample_conv)
@@ -57,7 +64,10 @@ def load_res2net_weights(backbone, source):
         source: ``"imagenet"`` (OpenMMLab's ImageNet file, downloaded once into the Keras cache;
             for depth 101, 4 scales, base width 26 only), the path of a state dict in
             MMDetection's Res2Net names (``.pth``, read without torch; ``fc.*`` keys are
-            ignored), or a ``{key: array}`` dict in those names.
+            ignored), or a ``{key: array}`` dict in those names. A state dict with no
+            ``conv_offset`` key at all (the ImageNet file) sets the deformable convs' offset
+            convs to zero, as MMDetection initialises them, so they start as plain convs; one
+            with some must have all.
     Raises:
         CheckpointError (a ValueError): the file cannot be read, or its keys and shapes
             do not fit the backbone (the first offending keys named).
@@ -75,9 +85,16 @@ def load_res2net_weights(backbone, source):
         state_dict, name = read_state_dict(path)[0], path
     if not backbone.built:
         backbone.build((None, None, None, 3))
+    with_offsets = any(".conv_offset." in key for key in state_dict)
     assign_all(
         state_dict,
-        res2net_rows(backbone),
+        res2net_rows(backbone, offsets=with_offsets),
         name,
         ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
     )
+    if not with_offsets:
+        for stage in backbone.stages:
+            for block in stage:
+                for conv in block.convs if block.deformable else ():
+                    for variable in conv.conv_offset.weights:
+                        variable.assign(keras.ops.zeros_like(variable))
