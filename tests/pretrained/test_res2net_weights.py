@@ -131,7 +131,9 @@ def test_backbones_with_a_converter_include_res2net():
         load_backbone_weights(TinyBackbone(), "imagenet")
 
 
-def test_imagenet_file_with_the_named_digest_fills_every_variable_from_its_key(fake_download, res2net_file):
+def test_imagenet_file_with_the_named_digest_fills_every_variable_from_its_key(
+    monkeypatch, fake_download, res2net_file
+):
     path, values = res2net_file
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     url = f"https://download.openmmlab.com/pretrain/third_party/res2net101_v1d_26w_4s_mmdetv2-{prefix}.pth"
