@@ -5,14 +5,9 @@ A deformable split conv (``dcn_stages``) is named as mmcv's ``DeformConv2dPack``
 ``layerX.Y.convs.I.weight`` and its offset conv ``layerX.Y.convs.I.conv_offset.{weight,bias}``.
 """
 
-import os
-
-import keras
-
-from keras_gfocal.checkpoints import read_state_dict
-from keras_gfocal.checkpoints.mapping import assign_all, batch_norm_rows, conv_rows
+from keras_gfocal.checkpoints.mapping import batch_norm_rows, conv_rows
 from keras_gfocal.layers.res2net import Res2NetBackbone
-from keras_gfocal.pretrained.torchvision import check_sha256_prefix
+from keras_gfocal.pretrained.torchvision import assign_classifier_weights, checked_download
 
 #: ``open-mmlab://res2net101_v1d_26w_4s`` as mmcv's and mmengine's ``openmmlab.json`` resolve it
 #: (ImageNet weights in MMDetection's key names); the 8 hex digits start the file's SHA-256.
@@ -21,10 +16,9 @@ IMAGENET_URL = "https://download.openmmlab.com/pretrain/third_party/res2net101_v
 IMAGENET_CONFIG = {"depth": 101, "scales": 4, "base_width": 26}
 
 
-def res2net_rows(backbone, prefix="", offsets=True):
+def res2net_rows(backbone, prefix=""):
     """``(checkpoint key, variable, transform)`` rows of a built ``Res2NetBackbone``, in
-    MMDetection's names after ``prefix`` (``"backbone."`` in its detectors); ``offsets=False``
-    leaves out the deformable convs' ``conv_offset`` rows."""
+    MMDetection's names after ``prefix`` (``"backbone."`` in its detectors)."""
     if not isinstance(backbone, Res2NetBackbone):
         raise TypeError(f"res2net_rows reads a Res2NetBackbone, got {type(backbone).__name__}.")
     stem = {layer.name: layer for layer in backbone.stem}
@@ -38,7 +32,7 @@ def res2net_rows(backbone, prefix="", offsets=True):
             rows += conv_rows(f"{p}.conv1", block.conv1) + batch_norm_rows(f"{p}.bn1", block.bn1)
             for i, (conv, bn) in enumerate(zip(block.convs, block.bns)):
                 rows += conv_rows(f"{p}.convs.{i}", conv) + batch_norm_rows(f"{p}.bns.{i}", bn)
-                if block.deformable and offsets:
+                if block.deformable:
                     rows += conv_rows(f"{p}.convs.{i}.conv_offset", conv.conv_offset)
             rows += conv_rows(f"{p}.conv3", block.conv3) + batch_norm_rows(f"{p}.bn3", block.bn3)
             if block.first_in_stage:
@@ -47,12 +41,13 @@ def res2net_rows(backbone, prefix="", offsets=True):
     return rows
 
 
-def imagenet_file():
-    """The local path of the ImageNet Res2Net-101 v1d 26w4s file, downloaded once into the Keras
-    cache (``~/.keras/models``) and checked against the digest prefix in its name."""
-    name = os.path.basename(IMAGENET_URL)
-    path = keras.utils.get_file(name, IMAGENET_URL, cache_subdir="models")
-    return check_sha256_prefix(path, name.rsplit("-", 1)[1].split(".")[0])
+def imagenet_file(backbone):
+    """The local path of the ImageNet Res2Net-101 v1d 26w4s file (``checked_download``); ValueError
+    for a backbone of another configuration."""
+    config = {key: getattr(backbone, key) for key in IMAGENET_CONFIG}
+    if config != IMAGENET_CONFIG:
+        raise ValueError(f"Res2Net ImageNet weights exist for {IMAGENET_CONFIG} only, not {config}.")
+    return checked_download(IMAGENET_URL)
 
 
 def load_res2net_weights(backbone, source):
@@ -74,27 +69,4 @@ def load_res2net_weights(backbone, source):
         ValueError: ``"imagenet"`` for another configuration, or the download's digest is wrong.
         OSError: the download failed.
     """
-    if isinstance(source, dict):
-        state_dict, name = source, "the given state dict"
-    else:
-        if source == "imagenet":
-            config = {key: getattr(backbone, key) for key in IMAGENET_CONFIG}
-            if config != IMAGENET_CONFIG:
-                raise ValueError(f"Res2Net ImageNet weights exist for {IMAGENET_CONFIG} only, not {config}.")
-        path = imagenet_file() if source == "imagenet" else os.fspath(source)
-        state_dict, name = read_state_dict(path)[0], path
-    if not backbone.built:
-        backbone.build((None, None, None, 3))
-    with_offsets = any(".conv_offset." in key for key in state_dict)
-    assign_all(
-        state_dict,
-        res2net_rows(backbone, offsets=with_offsets),
-        name,
-        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
-    )
-    if not with_offsets:
-        for stage in backbone.stages:
-            for block in stage:
-                for conv in block.convs if block.deformable else ():
-                    for variable in conv.conv_offset.weights:
-                        variable.assign(keras.ops.zeros_like(variable))
+    assign_classifier_weights(backbone, source, lambda: imagenet_file(backbone), res2net_rows)
