@@ -3,7 +3,9 @@
 Each preset names a backbone (a class of ``keras_gfocal.layers`` and its
 arguments), the default weights it loads, and the detector's other constructor
 arguments. Where it was counted in PyTorch, ``parameters`` is the reference
-detector's parameter count with 80 classes (BatchNorm statistics excluded). The
+detector's parameter count with 80 classes (BatchNorm statistics excluded; for
+the official GFocalV2 models, their 81-channel classifier included, of which a
+converted model drops the background channel, 2,305 parameters). The
 backbone is named, not imported, so that reading ``PRESETS`` (the ``gfocal``
 command's ``--preset`` choices) starts no TensorFlow.
 """
@@ -104,7 +106,7 @@ PRESETS = {
         ),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
-        "parameters": 53_578_014,
+        "parameters": 53_580_319,
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",
