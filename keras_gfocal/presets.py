@@ -24,12 +24,14 @@ PRESETS = {
         "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 32_444_251,
     },
     "gfocal_v2_r101_fpn": {
         "description": "GFocalV2, ResNet-101-FPN.",
         "backbone": ("ResNetBackbone", {"depth": 101}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 51_436_379,
     },
     "gfocal_v2_r101_dcn_fpn": {
         "description": (
@@ -58,6 +60,7 @@ PRESETS = {
         "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 32_440_537,
     },
     "gfocal_v1_r101_fpn": {
         "description": "GFocalV1, ResNet-101-FPN: MMDetection's gfl_r101_fpn_ms-2x_coco (44.7 AP on COCO).",
