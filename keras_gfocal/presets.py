@@ -3,7 +3,9 @@
 Each preset names a backbone (a class of ``keras_gfocal.layers`` and its
 arguments), the default weights it loads, and the detector's other constructor
 arguments. Where it was counted in PyTorch, ``parameters`` is the reference
-detector's parameter count with 80 classes (BatchNorm statistics excluded). The
+detector's parameter count with 80 classes (BatchNorm statistics excluded; for
+the official GFocalV2 models, their 81-channel classifier included, of which a
+converted model drops the background channel, 2,305 parameters). The
 backbone is named, not imported, so that reading ``PRESETS`` (the ``gfocal``
 command's ``--preset`` choices) starts no TensorFlow.
 """
@@ -11,6 +13,9 @@ command's ``--preset`` choices) starts no TensorFlow.
 _RESNET_HEAD = {"fpn_channels": 256, "head_channels": 256, "stacked_convs": 4, "groups": 32}
 #: Deformable 3x3 convs in layer2-layer4 (c3-c5), as the R101-DCN models.
 _DCN_C3_C5 = {"dcn_stages": (2, 3, 4)}
+#: Deformable 3x3 convs in layer3-layer4 (c4-c5), as the X101-32x4d-DCN models.
+_DCN_C4_C5 = {"dcn_stages": (3, 4)}
+_RESNEXT_101_32X4D = {"depth": 101, "groups": 32, "base_width": 4}
 _TINY_HEAD = {"fpn_channels": 64, "head_channels": 64, "stacked_convs": 2, "groups": 32}
 
 PRESETS = {
@@ -19,12 +24,14 @@ PRESETS = {
         "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 32_444_251,
     },
     "gfocal_v2_r101_fpn": {
         "description": "GFocalV2, ResNet-101-FPN.",
         "backbone": ("ResNetBackbone", {"depth": 101}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 51_436_379,
     },
     "gfocal_v2_r101_dcn_fpn": {
         "description": (
@@ -37,11 +44,23 @@ PRESETS = {
         "config": {"dgqp": True, **_RESNET_HEAD},
         "parameters": 52_722_551,
     },
+    "gfocal_v2_x101_32x4d_dcn_fpn": {
+        "description": (
+            "GFocalV2, ResNeXt-101 32x4d-FPN with deformable convs (DCNv1) in c4-c5: the official "
+            "X101-32x4d-DCN 2x multi-scale model (48.8 AP on COCO minival); the reference's count includes "
+            "the background channel of its head, which a converted model drops (2,305 parameters fewer)."
+        ),
+        "backbone": ("ResNeXtBackbone", {**_RESNEXT_101_32X4D, **_DCN_C4_C5}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 53_470_767,
+    },
     "gfocal_v1_r50_fpn": {
         "description": "GFocalV1 (no DGQP, QFL on logits), ResNet-50-FPN.",
         "backbone": ("ResNetBackbone", {"depth": 50}),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 32_440_537,
     },
     "gfocal_v1_r101_fpn": {
         "description": "GFocalV1, ResNet-101-FPN: MMDetection's gfl_r101_fpn_ms-2x_coco (44.7 AP on COCO).",
@@ -54,7 +73,7 @@ PRESETS = {
         "description": (
             "GFocalV1, ResNeXt-101 32x4d-FPN: MMDetection's gfl_x101-32x4d_fpn_ms-2x_coco (45.9 AP on COCO)."
         ),
-        "backbone": ("ResNeXtBackbone", {"depth": 101, "groups": 32, "base_width": 4}),
+        "backbone": ("ResNeXtBackbone", _RESNEXT_101_32X4D),
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
         "parameters": 51_061_209,
@@ -68,6 +87,29 @@ PRESETS = {
         "default_backbone_weights": "imagenet",
         "config": {"dgqp": False, **_RESNET_HEAD},
         "parameters": 52_718_837,
+    },
+    "gfocal_v1_x101_32x4d_dcn_fpn": {
+        "description": (
+            "GFocalV1, ResNeXt-101 32x4d-FPN with deformable convs in c4-c5: MMDetection's "
+            "gfl_x101-32x4d-dconv-c4-c5_fpn_ms-2x_coco (48.1 AP on COCO)."
+        ),
+        "backbone": ("ResNeXtBackbone", {**_RESNEXT_101_32X4D, **_DCN_C4_C5}),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": False, **_RESNET_HEAD},
+        "parameters": 53_467_053,
+    },
+    "gfocal_v2_r2n101_dcn_fpn": {
+        "description": (
+            "GFocalV2, Res2Net-101 v1d 26w x 4s-FPN with deformable convs (DCNv1) in c4-c5, as the official "
+            "gfocal_r2n101_dcn_fpn_ms2x (49.9 AP on COCO minival, 50.5 test-dev)."
+        ),
+        "backbone": (
+            "Res2NetBackbone",
+            {"depth": 101, "scales": 4, "base_width": 26, **_DCN_C4_C5},
+        ),
+        "default_backbone_weights": "imagenet",
+        "config": {"dgqp": True, **_RESNET_HEAD},
+        "parameters": 53_580_319,
     },
     "gfocal_v2_tiny": {
         "description": "GFocalV2 on a small conv backbone, 64-wide FPN and head: CPU demos and tests.",

@@ -519,3 +519,23 @@ def dgqp(reg_logits, w1, b1, w2, b2, reg_max=16, topk=4, add_mean=True):
     f = dgqp_features(reg_logits, reg_max, topk, add_mean)
     h = np.maximum(f @ np.asarray(w1, np.float64) + np.asarray(b1, np.float64), 0.0)
     return sigmoid(h @ np.asarray(w2, np.float64) + np.asarray(b2, np.float64))
+
+
+def conv2d_nhwc(x, kernel, stride=1, pad=0):
+    """Cross-correlation (as Keras and torch compute it) of NHWC ``x`` with an HWIO kernel,
+    symmetric zero padding ``pad``, in float64."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    k = kernel.shape[0]
+    h, w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
+    for i in range(h):
+        for j in range(w):
+            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
+            out[:, i, j] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return out
+
+
+def frozen_batch_norm(x, gamma, beta, mean, variance, epsilon=1e-5):
+    """BatchNorm in inference mode (running statistics), in float64."""
+    gamma, beta, mean, variance = (np.asarray(v, np.float64) for v in (gamma, beta, mean, variance))
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta

@@ -3,20 +3,27 @@
 The fixtures in tests/fixtures/ hold outputs of the real PyTorch reference
 modules (torchvision's ResNet-50; MMDetection 3.3's ResNet + FPN + GFL head,
 with the official GFocalV2 quality branch on top; MMDetection's ResNet-101 with
-DCN in c3-c5), computed once by tests/fixtures/make_reference_fixtures.py (and
-make_resnet_dcn_fixtures.py) with every tensor of their state dict
-drawn by ``reference_weights.seeded_state_dict``. Here the same state dicts go
-through this package's converters, and the Keras outputs must match.
+DCN in c3-c5 and ResNeXt-101 32x4d with DCN in c4-c5, and narrow DCN detectors
+on them), computed once by tests/fixtures/make_reference_fixtures.py (and
+make_resnet_dcn_fixtures.py, make_resnext_dcn_fixtures.py) with every tensor of
+their state dict drawn by ``reference_weights.seeded_state_dict``, the DCN
+offset convs' weights scaled so that the offsets are about a pixel. Here the
+same state dicts go through this package's converters, and the Keras outputs
+must match.
 """
+
+import json
 
 import numpy as np
 import pytest
-from reference_weights import fixture_state_dict, load_fixture
+from reference_weights import fixture_state_dict, load_fixture, seeded_state_dict
 
+from keras_gfocal import GFocalDetector
 from keras_gfocal.checkpoints import CheckpointMismatchError
 from keras_gfocal.convert import convert_checkpoint
-from keras_gfocal.layers import ResNetBackbone
-from keras_gfocal.pretrained import load_resnet_weights
+from keras_gfocal.convert.mmdet import load_gfocal_weights
+from keras_gfocal.layers import DeformableConv2D, ResNetBackbone, ResNeXtBackbone
+from keras_gfocal.pretrained import load_backbone_weights, load_resnet_weights
 
 RTOL = 1e-4
 
@@ -42,13 +49,17 @@ def test_torchvision_resnet50_gives_the_reference_c3_c4_c5():
         assert _relative_error(actual, fixture[name]) <= RTOL, name
 
 
+def _offsets_scaled(state_dict, fixture):
+    """The offset convs' seeded weights, scaled as the generator scaled them: offsets of about a pixel."""
+    return {
+        key: value * fixture["offset_scale"] if key.endswith(".conv_offset.weight") else value
+        for key, value in state_dict.items()
+    }
+
+
 def test_mmdet_resnet101_with_dcn_in_c3_c5_gives_the_reference_c3_c4_c5():
     fixture = load_fixture("resnet101_dcn_reference.npz")
-    # The offset convs' seeded weights, scaled as the generator scaled them: offsets of about a pixel.
-    state_dict = {
-        key: value * fixture["offset_scale"] if key.endswith(".conv_offset.weight") else value
-        for key, value in fixture_state_dict(fixture).items()
-    }
+    state_dict = _offsets_scaled(fixture_state_dict(fixture), fixture)
     assert sum(key.endswith("conv2.conv_offset.weight") for key in state_dict) == 4 + 23 + 3
     backbone = ResNetBackbone(101, dcn_stages=(2, 3, 4))
     load_resnet_weights(backbone, state_dict)
@@ -88,16 +99,77 @@ def test_converted_checkpoint_gives_the_reference_outputs_at_every_level(preset,
     fixture = load_fixture(fixture_name)
     model = convert_checkpoint(fixture_state_dict(fixture), preset)
     assert model.num_classes == 80 and model.class_names[0] == "person" and model.category_ids[-1] == 90
-    out = model(fixture["image"])
-    expected_cls = fixture["cls"][..., :80]  # the official V2 models' 81st channel is the background
     assert fixture["cls"].shape[-1] == (81 if drop_background else 80)
+    _assert_dense_outputs(model, fixture["image"], fixture["cls"], fixture["reg"], fixture["level_sizes"])
+
+
+def _assert_dense_outputs(model, image, cls, reg, level_sizes):
+    """``model``'s dense outputs on ``image`` equal the reference's ``cls`` ``[1, A, C]`` (V2: joint
+    scores, V1: logits; the official V2 models' last, background channel left out) and ``reg``
+    ``[1, A, 68]``, level by level (``level_sizes``: ``[H, W]`` of P3-P7)."""
+    out = model(image)
+    expected_cls = cls[..., : model.num_classes]
     actual_cls = out["cls_scores"] if model.dgqp else out["cls_logits"]  # V1: the reference returns logits
-    sizes = fixture["level_sizes"]
-    for level, (a, e) in enumerate(zip(_levels(np.asarray(actual_cls), sizes), _levels(expected_cls, sizes))):
+    for level, (a, e) in enumerate(
+        zip(_levels(np.asarray(actual_cls), level_sizes), _levels(expected_cls, level_sizes))
+    ):
         assert a.shape == e.shape
         assert _relative_error(a, e) <= RTOL, f"cls P{level + 3}"
-    for level, (a, e) in enumerate(zip(_levels(np.asarray(out["reg_logits"]), sizes), _levels(fixture["reg"], sizes))):
+    for level, (a, e) in enumerate(zip(_levels(np.asarray(out["reg_logits"]), level_sizes), _levels(reg, level_sizes))):
+        assert a.shape == e.shape
         assert _relative_error(a, e) <= RTOL, f"reg P{level + 3}"
+
+
+@pytest.fixture(scope="module")
+def resnext_dcn():
+    return load_fixture("resnext101_dcn_reference.npz")
+
+
+def test_mmdet_resnext101_32x4d_with_dcn_in_c4_c5_gives_the_reference_c3_c4_c5(resnext_dcn):
+    fixture = resnext_dcn
+    backbone = ResNeXtBackbone(101, groups=32, base_width=4, dcn_stages=(3, 4))
+    load_backbone_weights(backbone, _offsets_scaled(fixture_state_dict(fixture), fixture))
+    parameters = sum(int(np.prod(w.shape)) for w in backbone.weights if "moving" not in w.path)
+    assert parameters == int(fixture["parameters"]) == 44_534_548
+    deformable = [
+        block.conv2 for stage in backbone.stages for block in stage if isinstance(block.conv2, DeformableConv2D)
+    ]
+    assert len(deformable) == 23 + 3 and deformable[0] is backbone.stages[2][0].conv2
+    # layer3's conv2 keeps ResNeXt's 32 groups of 16 channels; its offset conv reads all 512.
+    assert tuple(deformable[0].kernel.shape) == (3, 3, 16, 512)
+    assert tuple(deformable[0].conv_offset.kernel.shape) == (3, 3, 512, 18)
+    assert 0.5 < float(np.mean(np.abs(fixture["offset_layer3_0"]))) < 2.0  # the samples really move
+    image = fixture["image"]
+    for name, actual in zip(("c3", "c4", "c5"), backbone(image)):
+        assert actual.shape == fixture[name].shape, name
+        assert _relative_error(actual, fixture[name]) <= RTOL, name
+    # The fixture tells x from y: every tap's (dy, dx) read as (dx, dy) misses it by far.
+    swap = np.arange(18).reshape(9, 2)[:, ::-1].reshape(-1)
+    for conv in deformable:
+        conv.conv_offset.kernel.assign(np.asarray(conv.conv_offset.kernel)[..., swap])
+        conv.conv_offset.bias.assign(np.asarray(conv.conv_offset.bias)[swap])
+    assert _relative_error(backbone(image)[2], fixture["c5"]) > 100 * RTOL
+
+
+#: The narrow DCN detectors of ``make_resnext_dcn_fixtures.py``: 64-wide FPN and head, GroupNorm of 8 groups.
+DENSE_NARROWING = {"fpn_channels": 64, "head_channels": 64, "groups": 8}
+
+
+@pytest.mark.parametrize(
+    "version, preset", [(2, "gfocal_v2_x101_32x4d_dcn_fpn"), (1, "gfocal_v1_r101_dcn_fpn")], ids=["v2", "v1"]
+)
+def test_dcn_detectors_give_the_reference_dense_outputs(resnext_dcn, version, preset):
+    """V2: the official GFocalV2 head (DGQP, background channel) over ResNeXt-101 32x4d with DCN
+    in c4-c5; V1: MMDetection's GFL over ResNet-101 with DCN in c3-c5."""
+    fixture = resnext_dcn
+    shapes = json.loads(str(fixture[f"dense_v{version}_shapes"]))
+    state_dict = _offsets_scaled(seeded_state_dict(shapes), fixture)
+    model = GFocalDetector.from_preset(preset, num_classes=80, backbone_weights=None, **DENSE_NARROWING)
+    model.build((None, None, None, 3))
+    load_gfocal_weights(model, state_dict, "the narrow DCN detector", drop_background=version == 2)
+    cls = fixture[f"dense_v{version}_cls"]
+    assert cls.shape[-1] == (81 if version == 2 else 80)
+    _assert_dense_outputs(model, fixture["image"], cls, fixture[f"dense_v{version}_reg"], fixture["dense_level_sizes"])
 
 
 def test_a_checkpoint_that_does_not_fit_names_the_keys():

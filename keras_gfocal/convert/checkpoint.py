@@ -48,9 +48,10 @@ def convert_checkpoint(checkpoint, preset, out=None, num_classes=None, class_nam
     Args:
         checkpoint: a ``.pth`` path (read without torch or code execution) or
             a ``{key: array}`` state dict.
-        preset: a ``keras_gfocal.presets`` name with a ResNet or ResNeXt backbone, e.g.
-            ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models,
+        preset: a ``keras_gfocal.presets`` name with a ResNet, ResNeXt or Res2Net backbone,
+            e.g. ``"gfocal_v2_r50_fpn"`` for the official GFocalV2 R50 models,
             ``"gfocal_v2_r101_dcn_fpn"`` for its R101-DCN model,
+            ``"gfocal_v2_r2n101_dcn_fpn"`` for its R2-101-DCN model,
             ``"gfocal_v1_x101_32x4d_fpn"`` for MMDetection's GFL X101-32x4d.
         out: optional ``.keras`` path to save the model to.
         num_classes: default: read off the checkpoint (``gfl_cls`` channels,

@@ -5,9 +5,9 @@ import math
 
 import keras
 
-from keras_gfocal.layers.backbone import Backbone
 from keras_gfocal.layers.chain import build_chain
-from keras_gfocal.layers.resnet import _bn, _conv
+from keras_gfocal.layers.deformable_conv import DeformableConv2D
+from keras_gfocal.layers.resnet import StemAndStages, _bn, _conv, checked_dcn_stages
 
 # Bottle2neck blocks per stage (layer1..layer4).
 RES2NET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -22,7 +22,7 @@ def split_width(planes, base_width):
 
 
 @keras.saving.register_keras_serializable(package="keras_gfocal")
-class Res2NetBackbone(Backbone):
+class Res2NetBackbone(StemAndStages):
     """Res2Net v1d returning C3, C4, C5, as MMDetection 3.3's ``Res2Net`` in ``pytorch`` style.
 
     The deep stem has three 3x3 convs (32, 32, 64 channels, the first with stride 2), each
@@ -32,6 +32,11 @@ class Res2NetBackbone(Backbone):
     whatever its ``deep_stem`` and ``avg_down`` arguments say, so they are not options here.
     Convs have no bias; BatchNorm (epsilon 1e-5) always runs in inference mode with its
     statistics frozen (the reference's ``norm_eval``).
+
+    With ``dcn_stages`` (the reference's ``stage_with_dcn``), the split 3x3 convs (``convs``) of
+    every block of a listed stage are ``DeformableConv2D`` layers of the same stride and padding
+    (MMDetection's ``dcn=dict(type='DCN')``, or ``'DCNv2'`` with ``dcn_modulated``); their offset
+    convs start at zero, so a fresh stage computes what the plain one does.
 
     Layer names are MMDetection's state-dict keys with ``_`` for ``.`` (``layer2_0_convs_1`` is
     ``layer2.0.convs.1``); its ImageNet weights load through
@@ -43,15 +48,26 @@ class Res2NetBackbone(Backbone):
         base_width: split width of the first stage; stage ``i`` has ``2**i`` times as many.
         frozen_stages: as MMDetection counts: -1 freezes nothing, 0 the stem, ``n`` the stem and
             ``layer1`` .. ``layer{n}`` (conv and BatchNorm weights), up to 4.
-        dcn_stages: stage numbers (1..4) whose 3x3 convs would be deformable; deformable
-            convolution is not available yet, so only ``()`` is accepted.
+        dcn_stages: stage numbers (1 for ``layer1`` .. 4 for ``layer4``) whose blocks deform
+            their split 3x3 convs, as ``ResNetBackbone``'s; default none (``(3, 4)`` in
+            GFocalV2's R2-101-DCN model).
+        dcn_modulated: DCNv2 (offsets and a sigmoid mask) instead of DCNv1.
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std, H and W
         multiples of 32 (other sizes give what MMDetection gives).
     Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(self, depth=101, scales=4, base_width=26, frozen_stages=1, dcn_stages=(), **kwargs):
+    def __init__(
+        self,
+        depth=101,
+        scales=4,
+        base_width=26,
+        frozen_stages=1,
+        dcn_stages=(),
+        dcn_modulated=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if depth not in RES2NET_BLOCKS:
             raise ValueError(f"Res2NetBackbone depth must be one of {sorted(RES2NET_BLOCKS)}, got {depth!r}.")
@@ -59,13 +75,13 @@ class Res2NetBackbone(Backbone):
             raise ValueError(f"scales must be at least 2 (1 is a ResNet), got {scales!r}.")
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [-1, 4], got {frozen_stages!r}.")
-        if tuple(dcn_stages):
-            raise NotImplementedError(f"dcn_stages={tuple(dcn_stages)!r}: deformable convolution is not available yet.")
+        dcn_stages = checked_dcn_stages(dcn_stages)
         self.depth = depth
         self.scales = scales
         self.base_width = base_width
         self.frozen_stages = frozen_stages
-        self.dcn_stages = tuple(dcn_stages)
+        self.dcn_stages = dcn_stages
+        self.dcn_modulated = bool(dcn_modulated)
         self.stem = []
         for index, (filters, strides) in zip((0, 3, 6), ((32, 2), (32, 1), (64, 1))):
             self.stem += _conv(filters, 3, strides, f"stem_{index}")
@@ -84,6 +100,8 @@ class Res2NetBackbone(Backbone):
                         scales=scales,
                         strides=2 if stage > 1 and block == 0 else 1,
                         first_in_stage=block == 0,
+                        deformable=stage in dcn_stages,
+                        modulated=self.dcn_modulated,
                         name=f"layer{stage}_{block}",
                     )
                     for block in range(blocks)
@@ -97,23 +115,6 @@ class Res2NetBackbone(Backbone):
             for block in stage:
                 block.trainable = False
 
-    def build(self, input_shape):
-        shape = build_chain(self.stem, input_shape)
-        for stage in self.stages:
-            shape = build_chain(stage, shape)
-
-    def call(self, images):
-        x = images
-        for layer in self.stem:
-            x = layer(x, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
-        outputs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                x = block(x)
-            if i >= 1:
-                outputs.append(x)
-        return outputs
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -122,6 +123,7 @@ class Res2NetBackbone(Backbone):
             "base_width": self.base_width,
             "frozen_stages": self.frozen_stages,
             "dcn_stages": list(self.dcn_stages),
+            "dcn_modulated": self.dcn_modulated,
         }
 
 
@@ -137,24 +139,36 @@ class Bottle2neck(keras.layers.Layer):
     split takes a 3x3 average pool with the same stride (zero padding counted in the mean, as
     ``nn.AvgPool2d(3, stride, padding=1)``) instead. That block's shortcut is an average pool
     (``strides`` x ``strides``, a partial window at an odd edge averaging only what it covers),
-    a 1x1 conv and BatchNorm.
+    a 1x1 conv and BatchNorm. With ``deformable`` the split 3x3 convs are ``DeformableConv2D``
+    layers (DCNv2 when ``modulated``) of the same stride and padding.
 
     Input ``[B, H, W, C]``; output ``[B, ceil(H / strides), ceil(W / strides), filters]``.
     """
 
-    def __init__(self, width, filters, scales=4, strides=1, first_in_stage=False, **kwargs):
+    def __init__(
+        self, width, filters, scales=4, strides=1, first_in_stage=False, deformable=False, modulated=False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.width = width
         self.filters = filters
         self.scales = scales
         self.strides = strides
         self.first_in_stage = first_in_stage
+        self.deformable = bool(deformable)
+        self.modulated = bool(modulated)
         self.conv1 = keras.layers.Conv2D(width * scales, 1, use_bias=False, name="conv1")
         self.bn1 = _bn("bn1")
-        # One place to build the split convs; a deformable conv would be chosen here.
-        pads_and_convs = [_conv(width, 3, strides, f"convs_{i}") for i in range(scales - 1)]
-        self.pads = [pad for pad, _ in pads_and_convs]
-        self.convs = [conv for _, conv in pads_and_convs]
+        if self.deformable:
+            # A deformable conv pads by itself (PyTorch's padding=1): no padding layer before it.
+            self.pads = [None] * (scales - 1)
+            self.convs = [
+                DeformableConv2D(width, 3, strides=strides, padding=1, modulated=modulated, name=f"convs_{i}")
+                for i in range(scales - 1)
+            ]
+        else:
+            pads_and_convs = [_conv(width, 3, strides, f"convs_{i}") for i in range(scales - 1)]
+            self.pads = [pad for pad, _ in pads_and_convs]
+            self.convs = [conv for _, conv in pads_and_convs]
         self.bns = [_bn(f"bns_{i}") for i in range(scales - 1)]
         self.pool = None
         if first_in_stage and strides != 1:
@@ -181,7 +195,7 @@ class Bottle2neck(keras.layers.Layer):
         self.bn1.build(shape[:-1] + (self.width * self.scales,))
         split = shape[:-1] + (self.width,)
         for pad, conv, bn in zip(self.pads, self.convs, self.bns):
-            bn.build(build_chain([pad, conv], split))
+            bn.build(build_chain([layer for layer in (pad, conv) if layer is not None], split))
         out = self.compute_output_shape(shape)
         if self.pool:
             build_chain(self.pool, split)
@@ -197,7 +211,8 @@ class Bottle2neck(keras.layers.Layer):
         outputs = []
         for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
             inner = splits[i] if i == 0 or self.first_in_stage else outputs[-1] + splits[i]
-            outputs.append(keras.ops.relu(bn(conv(pad(inner)), training=False)))
+            inner = inner if pad is None else pad(inner)
+            outputs.append(keras.ops.relu(bn(conv(inner), training=False)))
         last = splits[-1]
         if self.pool:
             last = self.pool[1](self.pool[0](last))
@@ -221,4 +236,6 @@ class Bottle2neck(keras.layers.Layer):
             "scales": self.scales,
             "strides": self.strides,
             "first_in_stage": self.first_in_stage,
+            "deformable": self.deformable,
+            "modulated": self.modulated,
         }

@@ -35,8 +35,42 @@ def _bn(name):
     return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
 
 
+def checked_dcn_stages(dcn_stages):
+    """``dcn_stages`` as a tuple of distinct stage numbers in 1..4 (1 for ``layer1``); ValueError otherwise."""
+    dcn_stages = tuple(dcn_stages)
+    if len(set(dcn_stages)) != len(dcn_stages) or not all(
+        isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= 4 for stage in dcn_stages
+    ):
+        raise ValueError(f"dcn_stages must be distinct stage numbers in 1..4, got {dcn_stages!r}.")
+    return dcn_stages
+
+
+class StemAndStages(Backbone):
+    """A backbone of the ResNet family: a ``stem`` (a list of layers) and four ``stages`` (lists
+    of blocks), set by the subclass; ``[C3, C4, C5]`` are the outputs of stages 2, 3 and 4.
+    BatchNorm layers of the stem run in inference mode (the blocks run theirs so themselves)."""
+
+    def build(self, input_shape):
+        shape = build_chain(self.stem, input_shape)
+        for stage in self.stages:
+            shape = build_chain(stage, shape)
+
+    def call(self, images):
+        x = images
+        for layer in self.stem:
+            # BatchNorm always in inference mode: the reference's norm_eval.
+            x = layer(x, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
+        outputs = []
+        for i, stage in enumerate(self.stages):
+            for block in stage:
+                x = block(x)
+            if i >= 1:
+                outputs.append(x)
+        return outputs
+
+
 @keras.saving.register_keras_serializable(package="keras_gfocal")
-class ResNetBackbone(Backbone):
+class ResNetBackbone(StemAndStages):
     """Torchvision-style ResNet-50 or ResNet-101 returning C3, C4, C5.
 
     Bottleneck blocks with the stride on the 3x3 conv, convs without bias,
@@ -78,11 +112,7 @@ class ResNetBackbone(Backbone):
             raise ValueError(f"{type(self).__name__} depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in [0, 4], got {frozen_stages!r}.")
-        dcn_stages = tuple(dcn_stages)
-        if len(set(dcn_stages)) != len(dcn_stages) or not all(
-            isinstance(stage, int) and not isinstance(stage, bool) and 1 <= stage <= 4 for stage in dcn_stages
-        ):
-            raise ValueError(f"dcn_stages must be distinct stage numbers in 1..4, got {dcn_stages!r}.")
+        dcn_stages = checked_dcn_stages(dcn_stages)
         self.depth = depth
         self.frozen_stages = frozen_stages
         # make_block reads them while the stages are built.
@@ -132,24 +162,6 @@ class ResNetBackbone(Backbone):
     def dcn_arguments(self, stage):
         """The ``Bottleneck`` arguments that make ``layer{stage}``'s 3x3 convs deformable, or not."""
         return {"deformable": stage in self.dcn_stages, "modulated": self.dcn_modulated}
-
-    def build(self, input_shape):
-        shape = build_chain(self.stem, input_shape)
-        for stage in self.stages:
-            shape = build_chain(stage, shape)
-
-    def call(self, images):
-        x = images
-        for layer in self.stem:
-            # BatchNorm always in inference mode: the reference's norm_eval.
-            x = layer(x, training=False) if isinstance(layer, keras.layers.BatchNormalization) else layer(x)
-        outputs = []
-        for i, stage in enumerate(self.stages):
-            for block in stage:
-                x = block(x)
-            if i >= 1:
-                outputs.append(x)
-        return outputs
 
     def get_config(self):
         # The weights travel in the saved model.

@@ -1,14 +1,13 @@
 """OpenMMLab's Res2Net weights for ``keras_gfocal.layers.Res2NetBackbone``: MMDetection's key map
-and the ImageNet file ``open-mmlab://res2net101_v1d_26w_4s``."""
+and the ImageNet file ``open-mmlab://res2net101_v1d_26w_4s``.
 
-import os
+A deformable split conv (``dcn_stages``) is named as mmcv's ``DeformConv2dPack`` names it:
+``layerX.Y.convs.I.weight`` and its offset conv ``layerX.Y.convs.I.conv_offset.{weight,bias}``.
+"""
 
-import keras
-
-from keras_gfocal.checkpoints import read_state_dict
-from keras_gfocal.checkpoints.mapping import assign_all, batch_norm_rows, conv_rows
+from keras_gfocal.checkpoints.mapping import batch_norm_rows, conv_rows
 from keras_gfocal.layers.res2net import Res2NetBackbone
-from keras_gfocal.pretrained.torchvision import check_sha256_prefix
+from keras_gfocal.pretrained.torchvision import assign_classifier_weights, checked_download
 
 #: ``open-mmlab://res2net101_v1d_26w_4s`` as mmcv's and mmengine's ``openmmlab.json`` resolve it
 #: (ImageNet weights in MMDetection's key names); the 8 hex digits start the file's SHA-256.
@@ -33,6 +32,8 @@ def res2net_rows(backbone, prefix=""):
             rows += conv_rows(f"{p}.conv1", block.conv1) + batch_norm_rows(f"{p}.bn1", block.bn1)
             for i, (conv, bn) in enumerate(zip(block.convs, block.bns)):
                 rows += conv_rows(f"{p}.convs.{i}", conv) + batch_norm_rows(f"{p}.bns.{i}", bn)
+                if block.deformable:
+                    rows += conv_rows(f"{p}.convs.{i}.conv_offset", conv.conv_offset)
             rows += conv_rows(f"{p}.conv3", block.conv3) + batch_norm_rows(f"{p}.bn3", block.bn3)
             if block.first_in_stage:
                 rows += conv_rows(f"{p}.downsample.1", block.downsample_conv)
@@ -40,12 +41,13 @@ def res2net_rows(backbone, prefix=""):
     return rows
 
 
-def imagenet_file():
-    """The local path of the ImageNet Res2Net-101 v1d 26w4s file, downloaded once into the Keras
-    cache (``~/.keras/models``) and checked against the digest prefix in its name."""
-    name = os.path.basename(IMAGENET_URL)
-    path = keras.utils.get_file(name, IMAGENET_URL, cache_subdir="models")
-    return check_sha256_prefix(path, name.rsplit("-", 1)[1].split(".")[0])
+def imagenet_file(backbone):
+    """The local path of the ImageNet Res2Net-101 v1d 26w4s file (``checked_download``); ValueError
+    for a backbone of another configuration."""
+    config = {key: getattr(backbone, key) for key in IMAGENET_CONFIG}
+    if config != IMAGENET_CONFIG:
+        raise ValueError(f"Res2Net ImageNet weights exist for {IMAGENET_CONFIG} only, not {config}.")
+    return checked_download(IMAGENET_URL)
 
 
 def load_res2net_weights(backbone, source):
@@ -57,27 +59,14 @@ def load_res2net_weights(backbone, source):
         source: ``"imagenet"`` (OpenMMLab's ImageNet file, downloaded once into the Keras cache;
             for depth 101, 4 scales, base width 26 only), the path of a state dict in
             MMDetection's Res2Net names (``.pth``, read without torch; ``fc.*`` keys are
-            ignored), or a ``{key: array}`` dict in those names.
+            ignored), or a ``{key: array}`` dict in those names. A state dict with no
+            ``conv_offset`` key at all (the ImageNet file) sets the deformable convs' offset
+            convs to zero, as MMDetection initialises them, so they start as plain convs; one
+            with some must have all.
     Raises:
         CheckpointError (a ValueError): the file cannot be read, or its keys and shapes
             do not fit the backbone (the first offending keys named).
         ValueError: ``"imagenet"`` for another configuration, or the download's digest is wrong.
         OSError: the download failed.
     """
-    if isinstance(source, dict):
-        state_dict, name = source, "the given state dict"
-    else:
-        if source == "imagenet":
-            config = {key: getattr(backbone, key) for key in IMAGENET_CONFIG}
-            if config != IMAGENET_CONFIG:
-                raise ValueError(f"Res2Net ImageNet weights exist for {IMAGENET_CONFIG} only, not {config}.")
-        path = imagenet_file() if source == "imagenet" else os.fspath(source)
-        state_dict, name = read_state_dict(path)[0], path
-    if not backbone.built:
-        backbone.build((None, None, None, 3))
-    assign_all(
-        state_dict,
-        res2net_rows(backbone),
-        name,
-        ignore=lambda key: key.endswith("num_batches_tracked") or key.startswith("fc."),
-    )
+    assign_classifier_weights(backbone, source, lambda: imagenet_file(backbone), res2net_rows)

@@ -1,8 +1,10 @@
-"""Deformable-conv (DCN) checkpoints: the official GFocalV2 R101-DCN layout converts at full size,
-and a DCN checkpoint and a preset that disagree on DCN are refused, naming the offset convs.
+"""Deformable-conv (DCN) checkpoints: the official GFocalV2 R101-DCN and X101-32x4d-DCN layouts and
+MMDetection's GFL X101-32x4d-DCN convert at full size, and a DCN checkpoint and a preset that
+disagree on DCN are refused, naming the offset convs.
 
-The key list is the R101-DCN detectors' state dicts as MMDetection 3.3's modules build them
-(``tests/fixtures/make_resnet_dcn_fixtures.py``), with their PyTorch parameter counts.
+The key lists are the detectors' state dicts as MMDetection 3.3's modules build them
+(``tests/fixtures/make_resnet_dcn_fixtures.py``, ``make_resnext_dcn_fixtures.py``), with their
+PyTorch parameter counts.
 """
 
 import json
@@ -45,8 +47,15 @@ def test_a_full_size_official_r101_dcn_checkpoint_fills_every_variable(fixture, 
         np.asarray(deformable[0].conv2.conv_offset.kernel) == values["backbone.layer2.0.conv2.conv_offset.weight"]
     )
     assert np.all(np.asarray(deformable[-1].conv2.kernel) == values["backbone.layer4.2.conv2.weight"])
-    # Every variable holds one key's value, and every key but the step counters and the
-    # projection buffer filled one: nothing in the checkpoint is left over.
+    _assert_every_key_fills_one_variable(model, values)
+    reference = int(fixture["v2_parameters"])
+    assert reference == PRESETS["gfocal_v2_r101_dcn_fpn"]["parameters"] == 52_722_551
+    assert _parameters(model) == reference - BACKGROUND_CHANNEL
+
+
+def _assert_every_key_fills_one_variable(model, values):
+    """Every variable holds one key's value, and every key but the step counters and the
+    projection buffer filled one: nothing in the checkpoint is left over."""
     held = []
     for variable in model.weights:
         array = np.asarray(variable)
@@ -54,9 +63,33 @@ def test_a_full_size_official_r101_dcn_checkpoint_fills_every_variable(fixture, 
         held.append(float(array.flat[0]))
     used = [v for k, v in values.items() if not k.endswith(("num_batches_tracked", "integral.project"))]
     assert sorted(held) == sorted(used)
-    reference = int(fixture["v2_parameters"])
-    assert reference == PRESETS["gfocal_v2_r101_dcn_fpn"]["parameters"] == 52_722_551
-    assert _parameters(model) == reference - BACKGROUND_CHANNEL
+
+
+@pytest.mark.parametrize(
+    "version, preset", [(2, "gfocal_v2_x101_32x4d_dcn_fpn"), (1, "gfocal_v1_x101_32x4d_dcn_fpn")], ids=["v2", "v1"]
+)
+def test_full_size_x101_32x4d_dcn_checkpoints_fill_every_variable(version, preset, tmp_path):
+    """The official GFocalV2 ``gfocal_x101_dcn_fpn_ms2x`` and MMDetection's
+    ``gfl_x101-32x4d-dconv-c4-c5_fpn_ms-2x_coco``: DCN in c4-c5 only, grouped as ResNeXt's conv2."""
+    fixture = load_fixture("resnext101_dcn_reference.npz")
+    data, values = constant_checkpoint(json.loads(str(fixture[f"v{version}_shapes"])))
+    path = tmp_path / f"{preset}.pth"
+    path.write_bytes(data)
+    model = convert_checkpoint(path, preset)
+    assert model.num_classes == 80 and model.dgqp == (version == 2)
+    stages = model.backbone.stages
+    assert not any(isinstance(block.conv2, DeformableConv2D) for stage in stages[:2] for block in stage)
+    assert all(isinstance(block.conv2, DeformableConv2D) for stage in stages[2:] for block in stage)
+    assert [len(stage) for stage in stages] == [3, 4, 23, 3]
+    first, last = stages[2][0].conv2, stages[3][2].conv2
+    assert tuple(first.kernel.shape) == (3, 3, 16, 512) and tuple(first.conv_offset.kernel.shape) == (3, 3, 512, 18)
+    assert np.all(np.asarray(first.conv_offset.kernel) == values["backbone.layer3.0.conv2.conv_offset.weight"])
+    assert np.all(np.asarray(last.kernel) == values["backbone.layer4.2.conv2.weight"])
+    _assert_every_key_fills_one_variable(model, values)
+    reference = int(fixture[f"v{version}_parameters"])
+    assert reference == PRESETS[preset]["parameters"] == (53_470_767 if version == 2 else 53_467_053)
+    # The presets state the reference's count, with the official V2 head's background channel.
+    assert _parameters(model) == reference - (BACKGROUND_CHANNEL if version == 2 else 0)
 
 
 def _state_dict(shapes):
@@ -80,6 +113,13 @@ def test_dcn_and_plain_checkpoints_into_the_other_preset_name_the_offset_convs(f
         r"backbone\.layer2\.0\.conv2\.conv_offset\.weight, .* \(and 55 more\)\.$",
     ):
         convert_checkpoint(plain, "gfocal_v1_r101_dcn_fpn")
+    x101_dcn = _state_dict(json.loads(str(load_fixture("resnext101_dcn_reference.npz")["v1_shapes"])))
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"does not fit the model; not used by the model: backbone\.layer3\.0\.conv2\.conv_offset\.bias, "
+        r"backbone\.layer3\.0\.conv2\.conv_offset\.weight, .* \(and 47 more\)\.$",
+    ):
+        convert_checkpoint(x101_dcn, "gfocal_v1_x101_32x4d_fpn")
     model = convert_checkpoint(v1_dcn, "gfocal_v1_r101_dcn_fpn")
     assert not model.dgqp and _parameters(model) == int(fixture["v1_parameters"]) == 52_718_837
     assert PRESETS["gfocal_v1_r101_dcn_fpn"]["parameters"] == 52_718_837

@@ -4,9 +4,10 @@ The whole backbone against MMDetection's is in ``tests/pretrained/test_res2net_w
 """
 
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-from keras_gfocal.layers import Res2NetBackbone
+from keras_gfocal.layers import DeformableConv2D, Res2NetBackbone
 from keras_gfocal.layers.res2net import RES2NET_BLOCKS, Bottle2neck, split_width
 
 
@@ -30,45 +31,57 @@ def test_bad_arguments_are_named():
         Res2NetBackbone(scales=1)
     with pytest.raises(ValueError, match=r"frozen_stages must be in \[-1, 4\], got 5"):
         Res2NetBackbone(frozen_stages=5)
-    with pytest.raises(NotImplementedError, match=r"dcn_stages=\(3, 4\): deformable convolution is not available"):
-        Res2NetBackbone(dcn_stages=(3, 4))
+    with pytest.raises(ValueError, match=r"dcn_stages must be distinct stage numbers in 1\.\.4, got \(False, True\)"):
+        Res2NetBackbone(dcn_stages=(False, True))
+    with pytest.raises(ValueError, match=r"distinct stage numbers in 1\.\.4, got \(0, 3\)"):
+        Res2NetBackbone(dcn_stages=(0, 3))
+    with pytest.raises(ValueError, match=r"distinct stage numbers in 1\.\.4, got \(3, 3\)"):
+        Res2NetBackbone(dcn_stages=(3, 3))
 
 
 def test_config_round_trip_names_no_weights():
     backbone = Res2NetBackbone(50, scales=6, base_width=14, frozen_stages=-1, name="r2n50")
     config = backbone.get_config()
-    assert {k: config[k] for k in ("depth", "scales", "base_width", "frozen_stages", "dcn_stages")} == {
+    keys = ("depth", "scales", "base_width", "frozen_stages", "dcn_stages", "dcn_modulated")
+    assert {k: config[k] for k in keys} == {
         "depth": 50,
         "scales": 6,
         "base_width": 14,
         "frozen_stages": -1,
         "dcn_stages": [],
+        "dcn_modulated": False,
     }
     clone = Res2NetBackbone.from_config(config)
     assert clone.get_config() == config and clone.name == "r2n50"
     assert clone.stages[3][0].width == 112 and len(clone.stages[3][0].convs) == 5
+    assert not any(isinstance(conv, DeformableConv2D) for stage in clone.stages for b in stage for conv in b.convs)
     block = Bottle2neck(8, 32, scales=3, strides=2, first_in_stage=True, name="b")
     assert Bottle2neck.from_config(block.get_config()).get_config() == block.get_config()
 
 
+def test_dcn_stages_make_those_stages_split_convs_deformable_through_a_config_round_trip():
+    backbone = Res2NetBackbone(50, dcn_stages=(2, 4), dcn_modulated=True)
+    config = backbone.get_config()
+    assert config["dcn_stages"] == [2, 4] and config["dcn_modulated"] is True
+    clone = Res2NetBackbone.from_config(config)
+    assert clone.get_config() == config
+    for stage, deformable in zip(clone.stages, (False, True, False, True)):
+        for block in stage:
+            assert block.deformable == deformable
+            assert all(isinstance(conv, DeformableConv2D) == deformable for conv in block.convs)
+    conv = clone.stages[1][0].convs[2]
+    assert (conv.name, conv.filters, conv.strides, conv.padding, conv.modulated) == ("convs_2", 52, 2, 1, True)
+    assert clone.stages[3][1].convs[0].strides == 1
+    block = Bottle2neck(8, 32, scales=3, strides=2, first_in_stage=True, deformable=True, name="b")
+    assert Bottle2neck.from_config(block.get_config()).get_config() == block.get_config()
+    assert block.get_config()["deformable"] is True and block.get_config()["modulated"] is False
+
+
 # ----------------------------------------------------------------------------- NumPy reference
-def _conv(x, kernel, stride=1, pad=0):
-    """Cross-correlation of NHWC ``x`` with an HWIO kernel, symmetric zero padding."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    k = kernel.shape[0]
-    h, w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
-    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
-    for i in range(h):
-        for j in range(w):
-            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
-            out[:, i, j] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
-    return out
-
-
 def _avg_pool_counting_padding(x, stride):
     """``nn.AvgPool2d(3, stride, padding=1)``: zeros padded on every side count in the mean."""
     channels = x.shape[-1]
-    return _conv(x, np.eye(channels)[None, None].repeat(3, 0).repeat(3, 1) / 9.0, stride, pad=1)
+    return ref.conv2d_nhwc(x, np.eye(channels)[None, None].repeat(3, 0).repeat(3, 1) / 9.0, stride, pad=1)
 
 
 def _avg_pool_ceil(x, k):
@@ -83,27 +96,26 @@ def _avg_pool_ceil(x, k):
 
 
 def _bn(x, bn):
-    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.weights)
-    return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    return ref.frozen_batch_norm(x, *bn.weights)
 
 
 def _bottle2neck_numpy(block, x):
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     k = lambda conv: np.asarray(conv.kernel, np.float64)  # noqa: E731
-    y = relu(_bn(_conv(x, k(block.conv1)), block.bn1))
+    y = relu(_bn(ref.conv2d_nhwc(x, k(block.conv1)), block.bn1))
     splits = np.split(y, block.scales, axis=-1)
     outputs = []
     for i in range(block.scales - 1):
         inner = splits[i] if i == 0 or block.first_in_stage else outputs[-1] + splits[i]
-        outputs.append(relu(_bn(_conv(inner, k(block.convs[i]), block.strides, pad=1), block.bns[i])))
+        outputs.append(relu(_bn(ref.conv2d_nhwc(inner, k(block.convs[i]), block.strides, pad=1), block.bns[i])))
     last = splits[-1]
     if block.first_in_stage and block.strides > 1:
         last = _avg_pool_counting_padding(last, block.strides)
-    y = _bn(_conv(np.concatenate(outputs + [last], axis=-1), k(block.conv3)), block.bn3)
+    y = _bn(ref.conv2d_nhwc(np.concatenate(outputs + [last], axis=-1), k(block.conv3)), block.bn3)
     shortcut = x
     if block.first_in_stage:
         pooled = _avg_pool_ceil(x, block.strides) if block.strides > 1 else x
-        shortcut = _bn(_conv(pooled, k(block.downsample_conv)), block.downsample_bn)
+        shortcut = _bn(ref.conv2d_nhwc(pooled, k(block.downsample_conv)), block.downsample_bn)
     return relu(y + shortcut)
 
 
@@ -114,15 +126,18 @@ def _random_statistics(block, rng):
 
 
 @pytest.mark.parametrize(
-    "strides, first_in_stage, in_channels",
-    [(2, True, 5), (1, True, 5), (1, False, 16)],
-    ids=["first-strided", "first-layer1", "normal"],
+    "strides, first_in_stage, in_channels, deformable",
+    [(2, True, 5, False), (1, True, 5, False), (1, False, 16, False), (2, True, 5, True), (1, False, 16, True)],
+    ids=["first-strided", "first-layer1", "normal", "first-strided-dcn", "normal-dcn"],
 )
-def test_bottle2neck_numbers_on_an_odd_map(strides, first_in_stage, in_channels):
-    # 5x7 is odd both ways: the last split's pool counts its padding, the shortcut's does not.
+def test_bottle2neck_numbers_on_an_odd_map(strides, first_in_stage, in_channels, deformable):
+    # 5x7 is odd both ways: the last split's pool counts its padding, the shortcut's does not. A
+    # deformable block's offset convs start at zero: it must compute the plain block's numbers
+    # (its offsets against MMDetection's are in tests/pretrained/test_res2net_dcn_weights.py).
     rng = np.random.default_rng(7)
-    block = Bottle2neck(3, 16, scales=4, strides=strides, first_in_stage=first_in_stage)
+    block = Bottle2neck(3, 16, scales=4, strides=strides, first_in_stage=first_in_stage, deformable=deformable)
     block.build((None, 5, 7, in_channels))
+    assert all(isinstance(conv, DeformableConv2D) == deformable for conv in block.convs)
     _random_statistics(block, rng)
     x = rng.normal(size=(2, 5, 7, in_channels))
     y = np.asarray(block(x.astype("float32")))

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 
 from keras_gfocal.layers import DeformableConv2D, ResNetBackbone
@@ -80,25 +81,8 @@ def test_resnet_config_round_trip_names_no_weights():
     assert clone.get_config() == config and clone.name == "r101"
 
 
-def _conv_nhwc(x, kernel, stride=1, pad=0):
-    """A plain NumPy convolution (cross-correlation, as Keras), symmetric zero padding."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    k = kernel.shape[0]
-    h = (x.shape[1] - k) // stride + 1
-    w = (x.shape[2] - k) // stride + 1
-    out = np.zeros((x.shape[0], h, w, kernel.shape[-1]))
-    for i in range(h):
-        for j in range(w):
-            patch = x[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
-            out[:, i, j] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
-    return out
-
-
 def _bn_numpy(x, bn):
-    gamma, beta, mean, var = (
-        np.asarray(v, np.float64) for v in (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
-    )
-    return (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    return ref.frozen_batch_norm(x, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)
 
 
 def test_bottleneck_numbers_with_a_projection_shortcut():
@@ -114,10 +98,10 @@ def test_bottleneck_numbers_with_a_projection_shortcut():
 
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     k = lambda conv: np.asarray(conv.kernel, np.float64)  # noqa: E731
-    inner = relu(_bn_numpy(_conv_nhwc(x, k(block.conv1)), block.bn1))
-    inner = relu(_bn_numpy(_conv_nhwc(inner, k(block.conv2), stride=2, pad=1), block.bn2))
-    inner = _bn_numpy(_conv_nhwc(inner, k(block.conv3)), block.bn3)
-    shortcut = _bn_numpy(_conv_nhwc(x, k(block.downsample_conv), stride=2), block.downsample_bn)
+    inner = relu(_bn_numpy(ref.conv2d_nhwc(x, k(block.conv1)), block.bn1))
+    inner = relu(_bn_numpy(ref.conv2d_nhwc(inner, k(block.conv2), stride=2, pad=1), block.bn2))
+    inner = _bn_numpy(ref.conv2d_nhwc(inner, k(block.conv3)), block.bn3)
+    shortcut = _bn_numpy(ref.conv2d_nhwc(x, k(block.downsample_conv), stride=2), block.downsample_bn)
     np.testing.assert_allclose(y, relu(inner + shortcut), rtol=1e-4, atol=1e-5)
 
 

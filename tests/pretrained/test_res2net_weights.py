@@ -9,7 +9,6 @@ network: keras' ``get_file`` is replaced by one that hands back a local file.
 import hashlib
 import json
 
-import keras
 import numpy as np
 import pytest
 from hostile_files import constant_checkpoint
@@ -115,22 +114,10 @@ def res2net_file(fixture, tmp_path_factory):
     return path, values
 
 
-def _fake_get_file(monkeypatch, path):
-    """Replaces keras' downloader with one that records its arguments and returns ``path``."""
-    calls = []
-
-    def get_file(fname, origin, cache_subdir):
-        calls.append((fname, origin, cache_subdir))
-        return str(path)
-
-    monkeypatch.setattr(keras.utils, "get_file", get_file)
-    return calls
-
-
-def test_imagenet_is_openmmlabs_file_checked_against_its_digest(monkeypatch, tmp_path):
+def test_imagenet_is_openmmlabs_file_checked_against_its_digest(fake_download, tmp_path):
     damaged = tmp_path / "res2net101_v1d_26w_4s_mmdetv2-f0a600f9.pth"
     damaged.write_bytes(b"not the ImageNet weights")
-    calls = _fake_get_file(monkeypatch, damaged)
+    calls = fake_download(damaged)
     with pytest.raises(ValueError, match=rf"^{damaged} is damaged \(its SHA-256 does not start with f0a600f9\)"):
         load_backbone_weights(Res2NetBackbone(), "imagenet")
     assert calls == [("res2net101_v1d_26w_4s_mmdetv2-f0a600f9.pth", REAL_URL, "models")]
@@ -144,12 +131,14 @@ def test_backbones_with_a_converter_include_res2net():
         load_backbone_weights(TinyBackbone(), "imagenet")
 
 
-def test_imagenet_file_with_the_named_digest_fills_every_variable_from_its_key(monkeypatch, res2net_file):
+def test_imagenet_file_with_the_named_digest_fills_every_variable_from_its_key(
+    monkeypatch, fake_download, res2net_file
+):
     path, values = res2net_file
     prefix = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     url = f"https://download.openmmlab.com/pretrain/third_party/res2net101_v1d_26w_4s_mmdetv2-{prefix}.pth"
     monkeypatch.setattr(res2net, "IMAGENET_URL", url)
-    calls = _fake_get_file(monkeypatch, path)
+    calls = fake_download(path)
     backbone = Res2NetBackbone()
     load_backbone_weights(backbone, "imagenet")
     assert calls == [(f"res2net101_v1d_26w_4s_mmdetv2-{prefix}.pth", url, "models")]
