@@ -14,6 +14,9 @@ def export_onnx(model, path, opset=17, image_size=None):
 
     Returns:
         ``path``.
+    Raises:
+        ValueError: tf2onnx left TensorFlow ops in the graph (a grouped
+            convolution's XLA call, see ``_check_onnx_ops``); no file is written.
     """
     import tf2onnx
 
