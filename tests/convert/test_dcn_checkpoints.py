@@ -1,6 +1,7 @@
 """Deformable-conv (DCN) checkpoints: the official GFocalV2 R101-DCN and X101-32x4d-DCN layouts and
-MMDetection's GFL X101-32x4d-DCN convert at full size, and a DCN checkpoint and a preset that
-disagree on DCN are refused, naming the offset convs.
+MMDetection's GFL X101-32x4d-DCN convert at full size (and the official R101 layout, the R101-DCN's
+without its offset convs), and a DCN checkpoint and a preset that disagree on DCN are refused,
+naming the offset convs.
 
 The key lists are the detectors' state dicts as MMDetection 3.3's modules build them
 (``tests/fixtures/make_resnet_dcn_fixtures.py``, ``make_resnext_dcn_fixtures.py``), with their
@@ -51,6 +52,20 @@ def test_a_full_size_official_r101_dcn_checkpoint_fills_every_variable(fixture, 
     reference = int(fixture["v2_parameters"])
     assert reference == PRESETS["gfocal_v2_r101_dcn_fpn"]["parameters"] == 52_722_551
     assert _parameters(model) == reference - BACKGROUND_CHANNEL
+
+
+def test_the_official_r101_layout_without_offset_convs_fills_the_plain_r101_preset(fixture, tmp_path):
+    """The official ``gfocal_r101_fpn_ms2x`` layout is the R101-DCN one without its offset convs."""
+    shapes = [(k, s) for k, s in json.loads(str(fixture["v2_shapes"])) if ".conv_offset." not in k]
+    data, values = constant_checkpoint(shapes)
+    path = tmp_path / "gfocal_r101_fpn_ms2x.pth"
+    path.write_bytes(data)
+    model = convert_checkpoint(path, "gfocal_v2_r101_fpn")
+    assert model.num_classes == 80 and model.dgqp and not model.backbone.dcn_stages
+    _assert_every_key_fills_one_variable(model, values)
+    offsets = sum(int(np.prod(s)) for k, s in json.loads(str(fixture["v2_shapes"])) if ".conv_offset." in k)
+    assert PRESETS["gfocal_v2_r101_fpn"]["parameters"] == int(fixture["v2_parameters"]) - offsets
+    assert _parameters(model) == PRESETS["gfocal_v2_r101_fpn"]["parameters"] - BACKGROUND_CHANNEL
 
 
 def _assert_every_key_fills_one_variable(model, values):
