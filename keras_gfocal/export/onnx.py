@@ -15,7 +15,7 @@ def export_onnx(model, path, opset=17, image_size=None):
     Returns:
         ``path``.
     Raises:
-        ValueError: tf2onnx left TensorFlow ops in the graph (a grouped
+        ValueError: tf2onnx left TensorFlow ops in the graph (a Keras grouped
             convolution's XLA call, see ``_check_onnx_ops``); no file is written.
     """
     import tf2onnx
@@ -53,25 +53,29 @@ def _check_onnx_ops(model, proto):
     """Refuses a graph that still holds TensorFlow ops tf2onnx could not convert.
 
     tf2onnx logs such ops and writes the file anyway, which onnxruntime then
-    refuses to load. The known case is a grouped convolution (a ResNeXt's 3x3
-    convs): Keras' TensorFlow backend runs it as an XLA-compiled function,
-    which tf2onnx keeps as a ``StatefulPartitionedCall``.
+    refuses to load. The known case is Keras' own grouped convolution
+    (``keras.layers.Conv2D(groups > 1)``): Keras' TensorFlow backend runs it as
+    an XLA-compiled function, which tf2onnx keeps as a ``StatefulPartitionedCall``;
+    ``keras_gfocal.layers.GroupedConv2D`` (what the ResNeXt backbone uses) exports.
     """
     import onnx
+
+    from keras_gfocal.layers import GroupedConv2D
 
     left = [f"{n.op_type} ({n.name})" for n in proto.graph.node if n.domain == "" and not onnx.defs.has(n.op_type)]
     if not left:
         return
     grouped = [
-        x.path for x in model._flatten_layers() if isinstance(x, keras.layers.Conv2D) and getattr(x, "groups", 1) > 1
+        x.path
+        for x in model._flatten_layers()
+        if isinstance(x, keras.layers.Conv2D) and not isinstance(x, GroupedConv2D) and getattr(x, "groups", 1) > 1
     ]
     reason = ""
     if grouped:
         reason = (
-            f" The model has {len(grouped)} grouped convolutions (groups > 1, e.g. {', '.join(grouped[:3])}): "
-            "Keras' TensorFlow backend compiles each with XLA, and tf2onnx cannot convert an "
-            "XLA-compiled function. A ResNeXt backbone cannot be exported to ONNX; its SavedModel "
-            "and TFLite exports work."
+            f" The model has {len(grouped)} Keras grouped convolutions (Conv2D with groups > 1, e.g. "
+            f"{', '.join(grouped[:3])}): Keras' TensorFlow backend compiles each with XLA, which tf2onnx cannot "
+            "convert; keras_gfocal.layers.GroupedConv2D computes the same convolution with plain ones and exports."
         )
     raise ValueError(
         f"ONNX export failed: tf2onnx left {len(left)} TensorFlow ops it could not convert: "

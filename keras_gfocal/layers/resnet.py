@@ -5,6 +5,7 @@ import keras
 from keras_gfocal.layers.backbone import Backbone
 from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.deformable_conv import DeformableConv2D
+from keras_gfocal.layers.grouped_conv import GroupedConv2D
 
 # Bottleneck blocks per stage (layer1..layer4).
 RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -24,7 +25,8 @@ def _conv(filters, kernel_size, strides, name, groups=1):
     if kernel_size > 1:
         layers.append(keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad"))
     layers.append(
-        keras.layers.Conv2D(
+        # Keras' own grouped Conv2D runs through XLA on TensorFlow, which ONNX cannot take.
+        (GroupedConv2D if groups > 1 else keras.layers.Conv2D)(
             filters, kernel_size, strides=strides, padding="valid", groups=groups, use_bias=False, name=name
         )
     )

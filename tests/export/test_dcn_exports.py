@@ -22,7 +22,7 @@ from PIL import Image
 from keras_gfocal import GFocalDetector
 from keras_gfocal.export import export_model, gpu_delegate, load_detector, tflite_op_names
 from keras_gfocal.export.runtime import KerasDetector
-from keras_gfocal.layers import Backbone, DeformableConv2D
+from keras_gfocal.layers import Backbone, DeformableConv2D, GroupedConv2D
 from keras_gfocal.layers.resnet import Bottleneck
 
 CANVAS = (64, 64)
@@ -37,9 +37,11 @@ FLOAT_EXPORTS = {  # name -> (format, nms)
 class SmallDeformableBackbone(Backbone):
     """A stride-4 stem conv, then one bottleneck per stride 8, 16, 32 (32 channels out each)."""
 
-    def __init__(self, plain_groups=1, **kwargs):
+    def __init__(self, plain_groups=1, keras_grouped=False, **kwargs):
         super().__init__(**kwargs)
         self.stem = keras.layers.Conv2D(16, 3, strides=4, padding="same", name="stem")
+        # Keras' own grouped conv (XLA on TensorFlow), which ONNX cannot take.
+        self.keras_grouped = keras.layers.Conv2D(16, 1, groups=4, name="keras_grouped") if keras_grouped else None
         self.blocks = [
             Bottleneck(8, strides=2, downsample=True, inner_width=16, groups=plain_groups, name="c3"),
             Bottleneck(8, strides=2, downsample=True, inner_width=16, groups=4, deformable=True, name="c4"),
@@ -50,12 +52,16 @@ class SmallDeformableBackbone(Backbone):
     def build(self, input_shape):
         self.stem.build(input_shape)
         shape = self.stem.compute_output_shape(input_shape)
+        if self.keras_grouped is not None:
+            self.keras_grouped.build(shape)
         for block in self.blocks:
             block.build(shape)
             shape = block.compute_output_shape(shape)
 
     def call(self, images):
         x = self.stem(images)
+        if self.keras_grouped is not None:
+            x = self.keras_grouped(x)
         outputs = []
         for block in self.blocks:
             x = block(x)
@@ -63,11 +69,11 @@ class SmallDeformableBackbone(Backbone):
         return outputs
 
 
-def small_dcn_detector(plain_groups=1, seed=0):
+def small_dcn_detector(plain_groups=1, seed=0, keras_grouped=False):
     """The detector above with random weights, seeded offsets and a head confident enough to detect."""
     keras.utils.set_random_seed(seed)
     model = GFocalDetector(
-        SmallDeformableBackbone(plain_groups),
+        SmallDeformableBackbone(plain_groups, keras_grouped),
         num_classes=2,
         fpn_channels=16,
         head_channels=16,
@@ -202,17 +208,23 @@ def grouped_model():
     return small_dcn_detector(plain_groups=4)
 
 
-def test_grouped_plain_conv_exports_to_tflite(grouped_model, tmp_path):
+@pytest.mark.parametrize("export_format", ["tflite", "onnx"])
+def test_grouped_plain_conv_exports(grouped_model, export_format, tmp_path):
+    """The ResNeXt block's grouped 3x3 conv (``GroupedConv2D``) exports to TFLite and ONNX."""
+    assert isinstance(grouped_model.backbone.blocks[0].conv2, GroupedConv2D)
     assert grouped_model.backbone.blocks[0].conv2.groups == 4
-    path = export_model(grouped_model, "tflite", str(tmp_path))
-    assert not [op for op in tflite_op_names(path) if op.startswith("Flex") or op == "CUSTOM"]
+    path = export_model(grouped_model, export_format, str(tmp_path))
+    if export_format == "tflite":
+        assert not [op for op in tflite_op_names(path) if op.startswith("Flex") or op == "CUSTOM"]
     image = _images()[1]
     assert_close_detections(load_detector(path).detect(image), KerasDetector(grouped_model).detect(image))
 
 
-def test_grouped_plain_conv_onnx_error_names_the_problem(grouped_model, tmp_path):
+def test_keras_grouped_conv_onnx_error_names_the_problem(tmp_path):
+    model = small_dcn_detector(keras_grouped=True)
     path = tmp_path / "gfocal.onnx"
-    with pytest.raises(ValueError, match=r"grouped convolutions .*c3/conv2.* XLA") as error:
-        export_model(grouped_model, "onnx", str(tmp_path))
+    message = r"Keras grouped convolutions .*keras_grouped.*layers\.GroupedConv2D computes the same"
+    with pytest.raises(ValueError, match=message) as error:
+        export_model(model, "onnx", str(tmp_path))
     assert "StatefulPartitionedCall" in str(error.value)
     assert not path.exists()  # no file that onnxruntime would refuse
