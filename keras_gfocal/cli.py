@@ -559,7 +559,7 @@ def build_parser():
 
     p = sub.add_parser(
         "demo",
-        help="synthetic data -> train on CPU -> COCO mAP -> picture (about 14 min on 2 CPU cores)",
+        help="synthetic data -> train on CPU -> COCO mAP -> picture (about 7 min on 2 CPU cores)",
         description="The end-to-end demo: needs no dataset and no internet.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
