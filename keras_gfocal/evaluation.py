@@ -116,10 +116,12 @@ def predict_coco(model, eval_dataset, label_to_category_id=None, progress=True, 
         eval_dataset = make_eval_dataset(model, eval_dataset, batch_size=batch_size)
     if label_to_category_id is None:
         raise ValueError("predict_coco needs label_to_category_id unless eval_dataset is a CocoDataset.")
+    # A GFocalDetector's inference form, folded from the weights it has now.
+    runner = model.inference_form() if hasattr(model, "inference_form") else model
     results = []
     batches = tqdm(eval_dataset, desc="predict", unit="batch", disable=not progress, leave=False)
     for images, _, meta in batches:
-        detections = {k: np.asarray(v) for k, v in model.predict_on_batch(images).items()}
+        detections = {k: np.asarray(v) for k, v in runner.predict_on_batch(images).items()}
         results += detections_to_coco(detections, {k: np.asarray(v) for k, v in meta.items()}, label_to_category_id)
     return results
 

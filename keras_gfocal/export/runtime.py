@@ -100,13 +100,15 @@ class KerasDetector(Detector):
         from keras_gfocal.export.metadata import build_metadata
 
         self.model = model
+        # Folded once: the weights of a loaded model do not change.
+        self._inference_form = model.inference_form()
         super().__init__(build_metadata(model, input_resize(model, image_size), "keras"))
 
     def detect(self, image):
         image = _check_image(image)
         # Keras's predict function relaxes its input shape after the second size seen.
         canvas, scale = self.resize.preprocess(image)
-        det = {k: np.asarray(v)[0] for k, v in self.model.predict_on_batch(np.asarray(canvas)[None]).items()}
+        det = {k: np.asarray(v)[0] for k, v in self._inference_form.predict_on_batch(np.asarray(canvas)[None]).items()}
         n = int(det["num_detections"])
         return self._finish(
             det["boxes"][:n],

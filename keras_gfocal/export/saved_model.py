@@ -62,7 +62,7 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
     """
     resize = input_resize(model, image_size)
     path = os.path.join(out, name, str(int(version)))
-    module = _Serving(model, resize)
+    module = _Serving(model.inference_form(), resize)
     signatures = {
         "serving_default": module.serve_images.get_concrete_function(),
         "detect_bytes": module.serve_bytes.get_concrete_function(),

@@ -7,7 +7,7 @@ import keras
 
 from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.deformable_conv import DeformableConv2D
-from keras_gfocal.layers.resnet import StemAndStages, _bn, _conv, checked_dcn_stages
+from keras_gfocal.layers.resnet import StemAndStages, _bn, _build_norm, _conv, _normalize, checked_dcn_stages
 
 # Bottle2neck blocks per stage (layer1..layer4).
 RES2NET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -52,6 +52,8 @@ class Res2NetBackbone(StemAndStages):
             their split 3x3 convs, as ``ResNetBackbone``'s; default none (``(3, 4)`` in
             GFocalV2's R2-101-DCN model).
         dcn_modulated: DCNv2 (offsets and a sigmoid mask) instead of DCNv1.
+        fold_batch_norm: the inference form, as ``ResNetBackbone``'s: convs with biases, no
+            BatchNorm.
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std, H and W
         multiples of 32 (other sizes give what MMDetection gives).
     Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
@@ -66,6 +68,7 @@ class Res2NetBackbone(StemAndStages):
         frozen_stages=1,
         dcn_stages=(),
         dcn_modulated=False,
+        fold_batch_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,10 +85,12 @@ class Res2NetBackbone(StemAndStages):
         self.frozen_stages = frozen_stages
         self.dcn_stages = dcn_stages
         self.dcn_modulated = bool(dcn_modulated)
+        self.fold_batch_norm = folded = bool(fold_batch_norm)
         self.stem = []
         for index, (filters, strides) in zip((0, 3, 6), ((32, 2), (32, 1), (64, 1))):
-            self.stem += _conv(filters, 3, strides, f"stem_{index}")
-            self.stem += [_bn(f"stem_{index + 1}"), keras.layers.ReLU(name=f"stem_{index + 2}")]
+            self.stem += _conv(filters, 3, strides, f"stem_{index}", use_bias=folded)
+            self.stem += [] if folded else [_bn(f"stem_{index + 1}")]
+            self.stem += [keras.layers.ReLU(name=f"stem_{index + 2}")]
         self.stem += [
             keras.layers.ZeroPadding2D(1, name="maxpool_pad"),  # inputs are >= 0 after ReLU
             keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool"),
@@ -102,6 +107,7 @@ class Res2NetBackbone(StemAndStages):
                         first_in_stage=block == 0,
                         deformable=stage in dcn_stages,
                         modulated=self.dcn_modulated,
+                        fold_batch_norm=folded,
                         name=f"layer{stage}_{block}",
                     )
                     for block in range(blocks)
@@ -124,6 +130,7 @@ class Res2NetBackbone(StemAndStages):
             "frozen_stages": self.frozen_stages,
             "dcn_stages": list(self.dcn_stages),
             "dcn_modulated": self.dcn_modulated,
+            "fold_batch_norm": self.fold_batch_norm,
         }
 
 
@@ -140,13 +147,23 @@ class Bottle2neck(keras.layers.Layer):
     ``nn.AvgPool2d(3, stride, padding=1)``) instead. That block's shortcut is an average pool
     (``strides`` x ``strides``, a partial window at an odd edge averaging only what it covers),
     a 1x1 conv and BatchNorm. With ``deformable`` the split 3x3 convs are ``DeformableConv2D``
-    layers (DCNv2 when ``modulated``) of the same stride and padding.
+    layers (DCNv2 when ``modulated``) of the same stride and padding. With ``fold_batch_norm``
+    (the inference form) every conv has a bias and no BatchNorm follows it.
 
     Input ``[B, H, W, C]``; output ``[B, ceil(H / strides), ceil(W / strides), filters]``.
     """
 
     def __init__(
-        self, width, filters, scales=4, strides=1, first_in_stage=False, deformable=False, modulated=False, **kwargs
+        self,
+        width,
+        filters,
+        scales=4,
+        strides=1,
+        first_in_stage=False,
+        deformable=False,
+        modulated=False,
+        fold_batch_norm=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.width = width
@@ -156,28 +173,31 @@ class Bottle2neck(keras.layers.Layer):
         self.first_in_stage = first_in_stage
         self.deformable = bool(deformable)
         self.modulated = bool(modulated)
-        self.conv1 = keras.layers.Conv2D(width * scales, 1, use_bias=False, name="conv1")
-        self.bn1 = _bn("bn1")
+        self.fold_batch_norm = folded = bool(fold_batch_norm)
+        self.conv1 = keras.layers.Conv2D(width * scales, 1, use_bias=folded, name="conv1")
+        self.bn1 = _bn("bn1", folded)
         if self.deformable:
             # A deformable conv pads by itself (PyTorch's padding=1): no padding layer before it.
             self.pads = [None] * (scales - 1)
             self.convs = [
-                DeformableConv2D(width, 3, strides=strides, padding=1, modulated=modulated, name=f"convs_{i}")
+                DeformableConv2D(
+                    width, 3, strides=strides, padding=1, modulated=modulated, use_bias=folded, name=f"convs_{i}"
+                )
                 for i in range(scales - 1)
             ]
         else:
-            pads_and_convs = [_conv(width, 3, strides, f"convs_{i}") for i in range(scales - 1)]
+            pads_and_convs = [_conv(width, 3, strides, f"convs_{i}", use_bias=folded) for i in range(scales - 1)]
             self.pads = [pad for pad, _ in pads_and_convs]
             self.convs = [conv for _, conv in pads_and_convs]
-        self.bns = [_bn(f"bns_{i}") for i in range(scales - 1)]
+        self.bns = [_bn(f"bns_{i}", folded) for i in range(scales - 1)]
         self.pool = None
         if first_in_stage and strides != 1:
             self.pool = [
                 keras.layers.ZeroPadding2D(1, name="pool_pad"),
                 keras.layers.AveragePooling2D(3, strides=strides, padding="valid", name="pool"),
             ]
-        self.conv3 = keras.layers.Conv2D(filters, 1, use_bias=False, name="conv3")
-        self.bn3 = _bn("bn3")
+        self.conv3 = keras.layers.Conv2D(filters, 1, use_bias=folded, name="conv3")
+        self.bn3 = _bn("bn3", folded)
         self.downsample_pool = None
         if first_in_stage and strides != 1:  # layer1's 1x1 pool (downsample.0) is the identity
             # TF's "same" average pool leaves its padding out of the mean, as
@@ -186,41 +206,46 @@ class Bottle2neck(keras.layers.Layer):
                 strides, strides=strides, padding="same", name="downsample_0"
             )
         if first_in_stage:
-            self.downsample_conv = keras.layers.Conv2D(filters, 1, use_bias=False, name="downsample_1")
-            self.downsample_bn = _bn("downsample_2")
+            self.downsample_conv = keras.layers.Conv2D(filters, 1, use_bias=folded, name="downsample_1")
+            self.downsample_bn = _bn("downsample_2", folded)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         self.conv1.build(shape)
-        self.bn1.build(shape[:-1] + (self.width * self.scales,))
+        _build_norm(self.bn1, shape[:-1] + (self.width * self.scales,))
         split = shape[:-1] + (self.width,)
         for pad, conv, bn in zip(self.pads, self.convs, self.bns):
-            bn.build(build_chain([layer for layer in (pad, conv) if layer is not None], split))
+            _build_norm(bn, build_chain([layer for layer in (pad, conv) if layer is not None], split))
         out = self.compute_output_shape(shape)
         if self.pool:
             build_chain(self.pool, split)
         self.conv3.build(out[:-1] + (self.width * self.scales,))
-        self.bn3.build(out)
+        _build_norm(self.bn3, out)
         if self.first_in_stage:
             self.downsample_conv.build(shape)
-            self.downsample_bn.build(out)
+            _build_norm(self.downsample_bn, out)
+
+    def conv_batch_norm_pairs(self):
+        """``(conv, BatchNormalization or None)`` for conv1, the split convs, conv3 and the shortcut's conv."""
+        pairs = [(self.conv1, self.bn1), *zip(self.convs, self.bns), (self.conv3, self.bn3)]
+        return pairs + ([(self.downsample_conv, self.downsample_bn)] if self.first_in_stage else [])
 
     def call(self, x):
-        y = keras.ops.relu(self.bn1(self.conv1(x), training=False))
+        y = keras.ops.relu(_normalize(self.bn1, self.conv1(x)))
         splits = keras.ops.split(y, self.scales, axis=-1)
         outputs = []
         for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
             inner = splits[i] if i == 0 or self.first_in_stage else outputs[-1] + splits[i]
             inner = inner if pad is None else pad(inner)
-            outputs.append(keras.ops.relu(bn(conv(inner), training=False)))
+            outputs.append(keras.ops.relu(_normalize(bn, conv(inner))))
         last = splits[-1]
         if self.pool:
             last = self.pool[1](self.pool[0](last))
-        y = self.bn3(self.conv3(keras.ops.concatenate(outputs + [last], axis=-1)), training=False)
+        y = _normalize(self.bn3, self.conv3(keras.ops.concatenate(outputs + [last], axis=-1)))
         shortcut = x
         if self.first_in_stage:
             pooled = x if self.downsample_pool is None else self.downsample_pool(x)
-            shortcut = self.downsample_bn(self.downsample_conv(pooled), training=False)
+            shortcut = _normalize(self.downsample_bn, self.downsample_conv(pooled))
         return keras.ops.relu(y + shortcut)
 
     def compute_output_shape(self, input_shape):
@@ -238,4 +263,5 @@ class Bottle2neck(keras.layers.Layer):
             "first_in_stage": self.first_in_stage,
             "deformable": self.deformable,
             "modulated": self.modulated,
+            "fold_batch_norm": self.fold_batch_norm,
         }

@@ -14,8 +14,8 @@ _EXPANSION = 4
 _BN_EPSILON = 1e-5
 
 
-def _conv(filters, kernel_size, strides, name, groups=1):
-    """A bias-free conv that pads as PyTorch does: ``k // 2`` on every side.
+def _conv(filters, kernel_size, strides, name, groups=1, use_bias=False):
+    """A conv (bias-free unless ``use_bias``) that pads as PyTorch does: ``k // 2`` on every side.
 
     Keras ``padding="same"`` pads 0 before and 1 after a stride-2 conv on an
     even size, which shifts every output cell by one input pixel against the
@@ -27,14 +27,25 @@ def _conv(filters, kernel_size, strides, name, groups=1):
     layers.append(
         # Keras' own grouped Conv2D runs through XLA on TensorFlow, which ONNX cannot take.
         (GroupedConv2D if groups > 1 else keras.layers.Conv2D)(
-            filters, kernel_size, strides=strides, padding="valid", groups=groups, use_bias=False, name=name
+            filters, kernel_size, strides=strides, padding="valid", groups=groups, use_bias=use_bias, name=name
         )
     )
     return layers
 
 
-def _bn(name):
-    return keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
+def _bn(name, fold_batch_norm=False):
+    """The BatchNormalization after a conv, or None in the folded (inference) form."""
+    return None if fold_batch_norm else keras.layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
+
+
+def _normalize(bn, x):
+    """``bn`` in inference mode (the reference's norm_eval), or ``x`` itself where it was folded."""
+    return x if bn is None else bn(x, training=False)
+
+
+def _build_norm(bn, shape):
+    if bn is not None:
+        bn.build(shape)
 
 
 def checked_dcn_stages(dcn_stages):
@@ -50,7 +61,28 @@ def checked_dcn_stages(dcn_stages):
 class StemAndStages(Backbone):
     """A backbone of the ResNet family: a ``stem`` (a list of layers) and four ``stages`` (lists
     of blocks), set by the subclass; ``[C3, C4, C5]`` are the outputs of stages 2, 3 and 4.
-    BatchNorm layers of the stem run in inference mode (the blocks run theirs so themselves)."""
+    BatchNorm layers of the stem run in inference mode (the blocks run theirs so themselves).
+
+    Every BatchNorm follows a conv, so the whole backbone has a folded form
+    (``fold_batch_norm=True``) with the same convs, each with a bias, and no BatchNorm:
+    ``keras_gfocal.inference_form`` builds it from a trained one through
+    ``conv_batch_norm_pairs``.
+    """
+
+    fold_batch_norm = False
+
+    def conv_batch_norm_pairs(self):
+        """``(conv, BatchNormalization)`` for every conv, in a fixed order; the norm is None
+        for a conv without one and everywhere in the folded form."""
+        pairs = []
+        for index, layer in enumerate(self.stem):
+            if isinstance(layer, keras.layers.Conv2D):
+                following = self.stem[index + 1]
+                pairs.append((layer, following if isinstance(following, keras.layers.BatchNormalization) else None))
+        for stage in self.stages:
+            for block in stage:
+                pairs += block.conv_batch_norm_pairs()
+        return pairs
 
     def build(self, input_shape):
         shape = build_chain(self.stem, input_shape)
@@ -102,13 +134,17 @@ class ResNetBackbone(StemAndStages):
             bottlenecks deform their 3x3 conv; ``(2, 3, 4)`` (c3-c5) in the
             R101-DCN models, default none.
         dcn_modulated: DCNv2 (offsets and a sigmoid mask) instead of DCNv1.
+        fold_batch_norm: the inference form: every conv has a bias and no
+            BatchNorm follows it (``keras_gfocal.inference_form`` fills it from
+            a trained backbone; not for training, where the BatchNorm scale
+            and shift train).
     Input: ``[B, H, W, 3]`` images normalised with the reference RGB mean/std
         (what torchvision's weights expect), H and W multiples of 32.
     Output: ``[C3, C4, C5]``: ``[B, H/8, W/8, 512]``, ``[B, H/16, W/16, 1024]``,
         ``[B, H/32, W/32, 2048]``.
     """
 
-    def __init__(self, depth=50, frozen_stages=1, dcn_stages=(), dcn_modulated=False, **kwargs):
+    def __init__(self, depth=50, frozen_stages=1, dcn_stages=(), dcn_modulated=False, fold_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"{type(self).__name__} depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}.")
@@ -120,8 +156,10 @@ class ResNetBackbone(StemAndStages):
         # make_block reads them while the stages are built.
         self.dcn_stages = dcn_stages
         self.dcn_modulated = bool(dcn_modulated)
-        self.stem = _conv(64, 7, 2, "conv1") + [
-            _bn("bn1"),
+        self.fold_batch_norm = bool(fold_batch_norm)
+        stem_bn = _bn("bn1", self.fold_batch_norm)
+        self.stem = _conv(64, 7, 2, "conv1", use_bias=self.fold_batch_norm) + [
+            *([] if stem_bn is None else [stem_bn]),
             keras.layers.ReLU(name="relu"),
             keras.layers.ZeroPadding2D(1, name="maxpool_pad"),  # inputs are >= 0 after ReLU
             keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool"),
@@ -162,8 +200,13 @@ class ResNetBackbone(StemAndStages):
         return Bottleneck(width, strides=strides, downsample=downsample, **self.dcn_arguments(stage), name=name)
 
     def dcn_arguments(self, stage):
-        """The ``Bottleneck`` arguments that make ``layer{stage}``'s 3x3 convs deformable, or not."""
-        return {"deformable": stage in self.dcn_stages, "modulated": self.dcn_modulated}
+        """The ``Bottleneck`` arguments that make ``layer{stage}``'s 3x3 convs deformable, or not,
+        and its BatchNorms folded, or not."""
+        return {
+            "deformable": stage in self.dcn_stages,
+            "modulated": self.dcn_modulated,
+            "fold_batch_norm": self.fold_batch_norm,
+        }
 
     def get_config(self):
         # The weights travel in the saved model.
@@ -173,6 +216,7 @@ class ResNetBackbone(StemAndStages):
             "frozen_stages": self.frozen_stages,
             "dcn_stages": list(self.dcn_stages),
             "dcn_modulated": self.dcn_modulated,
+            "fold_batch_norm": self.fold_batch_norm,
         }
 
 
@@ -189,6 +233,7 @@ class Bottleneck(keras.layers.Layer):
         groups: groups of the 3x3 conv (1, or a ResNeXt's cardinality); divides ``inner_width``.
         deformable: the 3x3 conv is a ``DeformableConv2D`` of the same stride, padding and groups.
         modulated: with ``deformable``, DCNv2 (a sigmoid mask on each sample).
+        fold_batch_norm: the inference form: convs with biases, no BatchNorm.
     Input ``[B, H, W, C]``; output ``[B, H/strides, W/strides, 4 * width]``.
     """
 
@@ -201,6 +246,7 @@ class Bottleneck(keras.layers.Layer):
         groups=1,
         deformable=False,
         modulated=False,
+        fold_batch_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -211,46 +257,59 @@ class Bottleneck(keras.layers.Layer):
         self.groups = groups
         self.deformable = bool(deformable)
         self.modulated = bool(modulated)
+        self.fold_batch_norm = folded = bool(fold_batch_norm)
         inner = self.inner_width
-        self.conv1 = keras.layers.Conv2D(inner, 1, use_bias=False, name="conv1")
-        self.bn1 = _bn("bn1")
+        self.conv1 = keras.layers.Conv2D(inner, 1, use_bias=folded, name="conv1")
+        self.bn1 = _bn("bn1", folded)
         if self.deformable:
             # It pads by itself (PyTorch's padding=1); no padding layer before it.
             self.pad2 = None
             self.conv2 = DeformableConv2D(
-                inner, 3, strides=strides, padding=1, groups=groups, modulated=modulated, name="conv2"
+                inner,
+                3,
+                strides=strides,
+                padding=1,
+                groups=groups,
+                modulated=modulated,
+                use_bias=folded,
+                name="conv2",
             )
         else:
-            self.pad2, self.conv2 = _conv(inner, 3, strides, "conv2", groups=groups)
-        self.bn2 = _bn("bn2")
-        self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=False, name="conv3")
-        self.bn3 = _bn("bn3")
+            self.pad2, self.conv2 = _conv(inner, 3, strides, "conv2", groups=groups, use_bias=folded)
+        self.bn2 = _bn("bn2", folded)
+        self.conv3 = keras.layers.Conv2D(width * _EXPANSION, 1, use_bias=folded, name="conv3")
+        self.bn3 = _bn("bn3", folded)
         if downsample:
             self.downsample_conv = keras.layers.Conv2D(
-                width * _EXPANSION, 1, strides=strides, use_bias=False, name="downsample_0"
+                width * _EXPANSION, 1, strides=strides, use_bias=folded, name="downsample_0"
             )
-            self.downsample_bn = _bn("downsample_1")
+            self.downsample_bn = _bn("downsample_1", folded)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         inner = shape[:-1] + (self.inner_width,)
-        self.conv1.build(shape)
-        self.bn1.build(inner)
-        self.conv2.build(inner if self.pad2 is None else self.pad2.compute_output_shape(inner))
         out = self.compute_output_shape(shape)
-        self.bn2.build(out[:-1] + (self.inner_width,))
+        self.conv1.build(shape)
+        _build_norm(self.bn1, inner)
+        self.conv2.build(inner if self.pad2 is None else self.pad2.compute_output_shape(inner))
+        _build_norm(self.bn2, out[:-1] + (self.inner_width,))
         self.conv3.build(out[:-1] + (self.inner_width,))
-        self.bn3.build(out)
+        _build_norm(self.bn3, out)
         if self.downsample:
             self.downsample_conv.build(shape)
-            self.downsample_bn.build(out)
+            _build_norm(self.downsample_bn, out)
+
+    def conv_batch_norm_pairs(self):
+        """``(conv, BatchNormalization or None)`` for conv1, conv2, conv3 and the shortcut's conv."""
+        pairs = [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
+        return pairs + ([(self.downsample_conv, self.downsample_bn)] if self.downsample else [])
 
     def call(self, x):
-        y = keras.ops.relu(self.bn1(self.conv1(x), training=False))
+        y = keras.ops.relu(_normalize(self.bn1, self.conv1(x)))
         y = self.conv2(y if self.pad2 is None else self.pad2(y))
-        y = keras.ops.relu(self.bn2(y, training=False))
-        y = self.bn3(self.conv3(y), training=False)
-        shortcut = self.downsample_bn(self.downsample_conv(x), training=False) if self.downsample else x
+        y = keras.ops.relu(_normalize(self.bn2, y))
+        y = _normalize(self.bn3, self.conv3(y))
+        shortcut = _normalize(self.downsample_bn, self.downsample_conv(x)) if self.downsample else x
         return keras.ops.relu(y + shortcut)
 
     def compute_output_shape(self, input_shape):
@@ -268,4 +327,5 @@ class Bottleneck(keras.layers.Layer):
             "groups": self.groups,
             "deformable": self.deformable,
             "modulated": self.modulated,
+            "fold_batch_norm": self.fold_batch_norm,
         }
