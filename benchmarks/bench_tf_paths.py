@@ -1,0 +1,268 @@
+"""The TensorFlow paths against this CPU's own limit: how much of the same-run sgemm peak
+Keras predict, the SavedModel TF Serving runs, the TFLite file and a training step reach.
+
+One run, on a randomly initialised preset (R50 by default), for each canvas and batch size:
+
+* Keras ``predict_on_batch`` (the graph of ``predict``, run by the model's inference form),
+  the SavedModel's ``serving_default`` (uint8 images in, resize and NMS inside) through
+  ``tf.saved_model.load``, for each ``--precisions`` entry (float32, bfloat16), and the
+  float32 TFLite file (LiteRT, XNNPACK; batch 1: its input shape is fixed) and, on the
+  first canvas, the full-int8 one;
+* a training step (``train_on_batch``, the reference optimiser) in float32 and under
+  Keras' ``mixed_bfloat16`` policy.
+
+The multiply-accumulates are counted from the traced graphs (every ``Conv2D``,
+``MatMul`` and, for training, ``Conv2DBackpropInput`` / ``Conv2DBackpropFilter``), not typed
+in. The peak is TensorFlow's float32 matmul of 2048 x 2048 matrices, timed between the
+model's calls in the same rounds (this machine's speed drifts from minute to minute, so
+both are measured side by side); each figure is the fastest of ``--rounds`` rounds and
+the peak the fastest sgemm. Share of peak = 2 x MACs / seconds / peak. bfloat16 rows
+give their share of the float32 peak too (above 100 % means faster than float32 sgemm).
+
+    python benchmarks/bench_tf_paths.py --help
+    python benchmarks/bench_tf_paths.py                      # R50 at 640x640 and 800x1216, batch 1 and 4
+    python benchmarks/bench_tf_paths.py --preset gfocal_v2_tiny --sizes 128x128 --rounds 2   # a quick look
+"""
+
+import argparse
+import os
+import time
+
+from common import machine_line
+
+SGEMM_N = 2048
+SGEMM_CHAIN = 4  # matmuls per timed call, chained so none can be skipped
+
+
+def _size(text):
+    height, width = (int(v) for v in text.lower().split("x"))
+    return height, width
+
+
+def graph_macs(graph):
+    """Multiply-accumulates of the convolutions and matrix products of a traced graph
+    (static shapes): forward ``Conv2D`` / ``MatMul``, and the two backward convolutions."""
+    import numpy as np
+
+    macs = 0
+    for op in graph.get_operations():
+        if op.type == "Conv2D":  # output [B, H, W, Cout] x kernel [kh, kw, Cin/groups, Cout]
+            kh, kw, cin, _ = op.inputs[1].shape
+            macs += int(np.prod(op.outputs[0].shape)) * kh * kw * cin
+        elif op.type == "Conv2DBackpropInput":  # the same sums as the forward conv
+            kh, kw, cin, _ = op.inputs[1].shape
+            macs += int(np.prod(op.inputs[2].shape)) * kh * kw * cin
+        elif op.type == "Conv2DBackpropFilter":
+            kh, kw, cin, _ = op.outputs[0].shape
+            macs += int(np.prod(op.inputs[2].shape)) * kh * kw * cin
+        elif op.type in ("MatMul", "BatchMatMulV2"):
+            a = op.inputs[0].shape
+            inner = a[-2] if op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x") else a[-1]
+            macs += int(np.prod(op.outputs[0].shape)) * inner
+        for function_name in (
+            op.get_attr(attr).name for attr in ("f", "then_branch", "else_branch", "body") if attr in op.node_def.attr
+        ):
+            function = graph._functions.get(function_name)
+            if function is not None:
+                macs += graph_macs(function.graph)
+    return macs
+
+
+def make_sgemm():
+    """A function that runs ``SGEMM_CHAIN`` float32 2048^2 matmuls; returns GFLOP/s of one call."""
+    import tensorflow as tf
+
+    a = tf.random.normal([SGEMM_N, SGEMM_N])
+    b = tf.random.normal([SGEMM_N, SGEMM_N]) / SGEMM_N**0.5
+
+    @tf.function
+    def chain(x):
+        for _ in range(SGEMM_CHAIN):
+            x = tf.matmul(x, b)
+        return tf.reduce_sum(x)
+
+    chain(a).numpy()
+
+    def run():
+        start = time.perf_counter()
+        chain(a).numpy()
+        return 2 * SGEMM_N**3 * SGEMM_CHAIN / (time.perf_counter() - start) / 1e9
+
+    return run
+
+
+def timed(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def forward_macs(model, size):
+    import tensorflow as tf
+
+    form = model.inference_form()
+    function = tf.function(lambda x: form(x, training=False))
+    return graph_macs(function.get_concrete_function(tf.TensorSpec((1,) + size + (3,))).graph)
+
+
+def training_macs(model, images, targets):
+    import tensorflow as tf
+
+    @tf.function
+    def gradients(x, boxes, labels):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, {"boxes": boxes, "labels": labels}, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    spec = [
+        tf.TensorSpec(images.shape),
+        tf.TensorSpec(targets["boxes"].shape),
+        tf.TensorSpec(targets["labels"].shape, tf.int32),
+    ]
+    return graph_macs(gradients.get_concrete_function(*spec).graph)
+
+
+def random_targets(rng, batch, size, num_classes):
+    import numpy as np
+
+    boxes = np.zeros((batch, 100, 4), "float32")
+    labels = -np.ones((batch, 100), "int32")
+    height, width = size
+    side = min(height, width) // 4  # boxes up to a quarter of the canvas
+    for i in range(batch):
+        for j in range(5):
+            x1, y1 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+            boxes[i, j] = [x1, y1, x1 + rng.uniform(side / 10, side), y1 + rng.uniform(side / 10, side)]
+            labels[i, j] = rng.integers(0, num_classes)
+    return {"boxes": boxes, "labels": labels}
+
+
+def inference_rows(args, size, sgemm, peaks, rng):
+    """(path, batch, seconds, MACs per image) for every inference path at one canvas."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from bench_tflite_files import interpreter_with_input
+
+    from keras_gfocal import GFocalDetector
+    from keras_gfocal.export import export_model
+
+    keras.utils.set_random_seed(args.seed)
+    kwargs = {} if "tiny" in args.preset else {"backbone_weights": None}
+    model = GFocalDetector.from_preset(args.preset, num_classes=args.num_classes, image_size=size, **kwargs)
+    model.build((None,) + size + (3,))
+    macs = forward_macs(model, size)
+    print(f"{size[0]}x{size[1]}: {macs / 1e9:.1f} GMAC per image (counted from the graph)", flush=True)
+    out = os.path.join(args.out, f"{size[0]}x{size[1]}")
+    calls = {}  # (path, batch) -> zero-argument call
+    form = model.inference_form()
+    for batch in args.batches:
+        floats = rng.normal(size=(batch,) + size + (3,)).astype("float32")
+        calls[("Keras predict", batch)] = lambda x=floats: form.predict_on_batch(x)
+    for precision in args.precisions:
+        kwargs = {} if precision == "float32" else {"precision": precision}
+        path = export_model(model, "saved_model", out, name=f"gfocal_{precision}", **kwargs)
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        for batch in args.batches:
+            pixels = tf.constant(rng.integers(0, 256, (batch,) + size + (3,), dtype=np.uint8))
+            calls[(f"SavedModel {precision}", batch)] = lambda s=serve, p=pixels: s(images=p)["num_detections"].numpy()
+    quantizations = [None] + (["int8"] if args.int8 and size == args.sizes[0] else [])
+    for quantize in quantizations:
+        calibration = [rng.uniform(0, 255, size + (3,)).astype("float32") for _ in range(8)]
+        path = export_model(model, "tflite", out, quantize=quantize, calibration=calibration, num_calibration=8)
+        interpreter, index, canvas = interpreter_with_input(path, args.threads, args.seed)
+
+        def invoke(interpreter=interpreter, index=index, canvas=canvas):
+            interpreter.set_tensor(index, canvas)
+            interpreter.invoke()
+
+        calls[(f"TFLite {quantize or 'float32'}", 1)] = invoke
+    for call in calls.values():  # warm-up: traces, first allocations
+        call()
+    best = {key: float("inf") for key in calls}
+    for _ in range(args.rounds):
+        peaks.append(sgemm())
+        for key, call in calls.items():
+            best[key] = min(best[key], timed(call))
+    return [(path, batch, best[(path, batch)], macs) for path, batch in calls]
+
+
+def training_rows(args, sgemm, peaks, rng):
+    import keras
+
+    from keras_gfocal import GFocalDetector
+
+    size, batch = args.train_size, args.train_batch
+    rows = []
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.config.set_dtype_policy(policy)
+        try:
+            keras.utils.set_random_seed(args.seed)
+            kwargs = {} if "tiny" in args.preset else {"backbone_weights": None}
+            model = GFocalDetector.from_preset(args.preset, num_classes=args.num_classes, **kwargs)
+            model.build((None,) + size + (3,))
+            model.compile()
+        finally:
+            keras.config.set_dtype_policy("float32")
+        images = rng.normal(size=(batch,) + size + (3,)).astype("float32")
+        targets = random_targets(rng, batch, size, args.num_classes)
+        macs = training_macs(model, images, targets) / batch
+        step = lambda m=model, x=images, y=targets: m.train_on_batch(x, y)  # noqa: E731
+        step()  # traces the step
+        seconds = float("inf")
+        for _ in range(args.rounds):
+            peaks.append(sgemm())
+            seconds = min(seconds, timed(step))
+        rows.append((f"training step, {policy}", batch, seconds, macs))
+        print(f"training {policy}: {macs / 1e9:.1f} GMAC per image per step (counted from the graph)", flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="gfocal_v2_r50_fpn")
+    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--sizes", type=_size, nargs="+", default=[(640, 640), (800, 1216)], help="HxW canvases")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"], help="SavedModel precisions")
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the full-int8 TFLite file")
+    parser.add_argument("--train-size", type=_size, default=(800, 1216))
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--no-training", dest="training", action="store_false")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each figure is the fastest")
+    parser.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="saved_models/bench_tf_paths", help="where the exports are written")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    print(machine_line())
+    rng = np.random.default_rng(args.seed)
+    sgemm = make_sgemm()
+    peaks = []
+    rows = []
+    for size in args.sizes:
+        rows += [(f"{size[0]}x{size[1]}",) + row for row in inference_rows(args, size, sgemm, peaks, rng)]
+    if args.training:
+        size = args.train_size
+        rows += [(f"{size[0]}x{size[1]}",) + row for row in training_rows(args, sgemm, peaks, rng)]
+    peak = max(peaks)
+    print(
+        f"\nsgemm peak (float32 {SGEMM_N}^2 matmul, fastest of {len(peaks)} timed between the rows' calls): "
+        f"{peak:.0f} GFLOP/s; slowest {min(peaks):.0f}"
+    )
+    print(f"{args.preset}, random weights, {args.num_classes} classes; fastest of {args.rounds} rounds\n")
+    print("| canvas | path | batch | seconds | images/s | GFLOP/s | share of sgemm peak |")
+    print("|---|---|---|---|---|---|---|")
+    for canvas, path, batch, seconds, macs in rows:
+        gflops = 2 * macs * batch / seconds / 1e9
+        print(
+            f"| {canvas} | {path} | {batch} | {seconds:.3f} | {batch / seconds:.2f} | {gflops:.0f} | "
+            f"{100 * gflops / peak:.0f} % |"
+        )
+
+
+if __name__ == "__main__":
+    main()
