@@ -294,14 +294,16 @@ class GFocalDetector(keras.Model):
             return self
         if not self.built:
             raise ValueError("inference_form needs a built model: call it on a batch, or build() it, first.")
-        form = self.__dict__.get("_inference_form")
+        kept = self.__dict__.get("_inference_form")
+        form = None if kept is None else kept.model
         with self.distribute_strategy.scope():
             backbone = fold_batch_norms(self.backbone, into=None if form is None else form.backbone)
             if form is None:
                 form = GFocalDetector(**{**self.get_config(), "backbone": backbone})
                 form.build((None, None, None, 3))
-                # Not through keras' __setattr__: the form must not become a tracked part of this model.
-                object.__setattr__(self, "_inference_form", form)
+                # Neither tracked (not through keras' __setattr__) nor saved (.keras files save
+                # every attribute that is a Keras object or a container of them).
+                object.__setattr__(self, "_inference_form", _NotSaved(form))
             for part, form_part in ((self.fpn, form.fpn), (self.head, form.head)):
                 for source, target in zip(part.weights, form_part.weights, strict=True):
                     target.assign(source)
@@ -457,6 +459,15 @@ class GFocalDetector(keras.Model):
             )
         config["backbone"] = keras.saving.deserialize_keras_object(backbone)
         return cls(**config)
+
+
+class _NotSaved:
+    """Holds a model that must not be saved as part of its owner."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model):
+        self.model = model
 
 
 def _check_backbone(backbone):

@@ -7,6 +7,7 @@ import numpy as np
 from keras_gfocal.layers.resnet import Bottleneck, StemAndStages, _bn, _conv
 
 
+@keras.saving.register_keras_serializable(package="keras_gfocal_tests")
 class NarrowResNet(StemAndStages):
     """A narrow member of the ResNet family (any ``StemAndStages`` with a ``fold_batch_norm``
     argument folds): a stride-4 stem conv + BatchNorm, then one bottleneck per stage, the

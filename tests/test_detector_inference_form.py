@@ -1,6 +1,9 @@
 """``GFocalDetector.inference_form``: the folded detector that predict, evaluation, the
 SavedModel export and ``load_detector`` run, with the unfolded model's detections."""
 
+import zipfile
+
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -64,12 +67,20 @@ def test_inference_form_folds_the_backbone_and_keeps_the_outputs():
     assert_same_outputs(form(x), model(x))
 
 
-def test_inference_form_is_kept_refilled_and_not_part_of_the_model():
+def test_inference_form_is_kept_refilled_and_not_part_of_the_model(tmp_path):
     model = narrow_detector()
     weights = len(model.weights)
     form = model.inference_form()
     assert model.inference_form() is form
     assert len(model.weights) == weights
+    # Nor saved: the .keras file holds the model's own weights, and loads as it did.
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f, h5py.File(f) as h5:
+        stored = []
+        h5.visit(lambda name: stored.append(name) if isinstance(h5[name], h5py.Dataset) else None)
+    assert len(stored) == weights and not any("inference_form" in name for name in stored)
+    assert len(keras.saving.load_model(path).weights) == weights
     # Weights that change after the form was made (training) reach it on the next call.
     randomize(model.backbone, seed=7)
     model.head.cls_out.bias.assign(model.head.cls_out.bias + 1.0)
@@ -97,7 +108,7 @@ def test_predict_runs_the_inference_form_with_the_same_detections():
     x = images()
     expected = unfolded_detections(model, x)
     assert_same_detections({k: np.asarray(v) for k, v in model.predict(x, verbose=0).items()}, expected)
-    assert "_inference_form" in model.__dict__
+    assert model.__dict__["_inference_form"].model is model.inference_form()
     # The folded form's own predict, not the unfolded one's, ran.
     assert model.predict_function is None and model.inference_form().predict_function is not None
 
