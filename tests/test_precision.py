@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras_gfocal import GFocalDetector
 from keras_gfocal.constants import PRECISIONS
 from keras_gfocal.layers import Res2NetBackbone, ResNetBackbone, ResNeXtBackbone, TinyBackbone
-from keras_gfocal.precision import check_precision, model_precision, with_precision
+from keras_gfocal.precision import POLICIES, check_precision, model_precision, with_precision
 from keras_gfocal.presets import PRESETS
 
 #: Unit roundoff (half the spacing of numbers in [1, 2)): bfloat16 keeps 8 significant bits, float16 11.
@@ -101,7 +101,12 @@ def test_weights_are_copied_float32_and_the_settings_kept(tiny):
         assert not any(ours.value is theirs.value for ours, theirs in zip(lower.weights, tiny.weights))
         assert lower.class_names == ["a", "b", "c"] and lower.category_ids == [4, 9, 2]
         assert lower.image_size == (64, 96) and lower.score_threshold == 0.2 and lower.max_detections == 30
-        assert lower.head.quality.dtype_policy.name == "float32"
+        # Every layer, the backbone's included (its saved config names float32), computes in the
+        # lower precision, but the DGQP and its dense layers.
+        dgqp = {id(layer) for layer in lower.head.quality._flatten_layers()}
+        policies = {layer.name: layer.dtype_policy.name for layer in lower._flatten_layers() if id(layer) not in dgqp}
+        assert len(policies) > 20 and set(policies.values()) == {POLICIES[precision]}, policies
+        assert {layer.dtype_policy.name for layer in lower.head.quality._flatten_layers()} == {"float32"}
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
