@@ -213,6 +213,10 @@ def cmd_export(args):
         ]
     if ignored:
         print(f"Note: {', '.join(ignored)} apply to --format tflite only; ignored for {args.format}.")
+    precision = args.precision
+    if args.format != "saved_model" and precision != "float32":
+        print(f"Note: --precision {precision} applies to --format saved_model only; ignored for {args.format}.")
+        precision = "float32"
     calibration = None
     if args.format == "tflite" and args.quantize == "int8":
         if not (args.calibration_ann and args.calibration_images):
@@ -233,12 +237,13 @@ def cmd_export(args):
         version=args.version,
         image_size=args.image_size,
         num_calibration=args.num_calibration,
+        precision=precision,
     )
     from keras_gfocal.export.metadata import metadata_path
 
     print(
-        f"Exported {args.format} in {time.time() - start:.1f} s: {path} ({disk_size(path) / 1e6:.1f} MB); "
-        f"metadata: {metadata_path(path)}"
+        f"Exported {args.format} ({precision}) in {time.time() - start:.1f} s: {path} "
+        f"({disk_size(path) / 1e6:.1f} MB); metadata: {metadata_path(path)}"
     )
     return path
 
@@ -382,7 +387,7 @@ def _add_dataset_image_checks(parser):
 
 def build_parser():
     # Plain-Python modules only: no TensorFlow before a command runs.
-    from keras_gfocal.constants import EXPORT_FORMATS, REFERENCE_IMAGE_SIZE, TFLITE_QUANTIZATIONS
+    from keras_gfocal.constants import EXPORT_FORMATS, PRECISIONS, REFERENCE_IMAGE_SIZE, TFLITE_QUANTIZATIONS
     from keras_gfocal.presets import PRESETS
 
     parser = argparse.ArgumentParser(
@@ -498,6 +503,14 @@ def build_parser():
         "--no-nms",
         action="store_true",
         help="TFLite only: raw outputs with static shapes (decode with keras_gfocal.export.numpy_postprocess)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="SavedModel only: what the network computes in (default float32). bfloat16 / float16 run the "
+        "backbone, FPN and head convolutions in that precision with the float32 weights; the joint score, "
+        "box decoding and NMS stay float32. bfloat16 is fast on CPUs with AVX512-BF16 / AMX; float16 suits GPUs",
     )
     p.add_argument("--calibration-ann", help="COCO instances JSON whose images calibrate full int8")
     p.add_argument("--calibration-images", help="image folder for --calibration-ann")

@@ -22,3 +22,7 @@ EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
 
 #: The TFLite export's ``quantize`` values; None keeps float32.
 TFLITE_QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+
+#: The SavedModel export's compute precisions (``keras_gfocal.precision.with_precision``):
+#: float32, or the lower one the convolutions run in (the joint score, decoding and NMS stay float32).
+PRECISIONS = ("float32", "bfloat16", "float16")

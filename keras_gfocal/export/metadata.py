@@ -2,7 +2,8 @@
 
 It says what a program needs to run the model without the Keras object: class
 names and dataset ids, the input contract, pre-processing, post-processing
-settings, the format, and the package version.
+settings, the format, the precision the network computes in, and the package
+version.
 """
 
 import json
@@ -10,6 +11,7 @@ import os
 
 from keras_gfocal.image import MEAN, STD
 from keras_gfocal.postprocess import DETECTIONS
+from keras_gfocal.precision import model_precision
 
 METADATA_NAME = "gfocal_metadata.json"
 
@@ -17,7 +19,10 @@ METADATA_NAME = "gfocal_metadata.json"
 def build_metadata(model, resize, export_format, **extra):
     """Metadata dict for ``model`` run with ``resize``, a
     ``keras_gfocal.data.input_resize.InputResize`` (its ``metadata()``: the canvas or
-    the test resize, and how images are resized and padded)."""
+    the test resize, and how images are resized and padded). ``"precision"``
+    is what ``model``'s network computes in (``keras_gfocal.precision``:
+    ``"float32"``, or ``"bfloat16"`` / ``"float16"`` for a ``with_precision``
+    model; its decoding and NMS are float32 in every case)."""
     from keras_gfocal import __version__
 
     num_classes = int(model.num_classes)
@@ -26,6 +31,7 @@ def build_metadata(model, resize, export_format, **extra):
     return {
         "format": export_format,
         "keras_gfocal_version": __version__,
+        "precision": model_precision(model),
         "architecture": "GFocalV2" if model.dgqp else "GFocalV1",
         "num_classes": num_classes,
         "class_names": list(model.class_names or [str(i) for i in range(num_classes)]),

@@ -35,7 +35,9 @@ def _check_image(image):
 class Detector:
     """Base class. Attributes: ``class_names``, ``category_ids``, ``resize`` (a
     ``keras_gfocal.data.input_resize.InputResize``), its ``image_size`` (None for
-    the reference's test resize) and ``test_scale`` (None on a fixed canvas), ``format``.
+    the reference's test resize) and ``test_scale`` (None on a fixed canvas), ``format``,
+    ``precision`` (what the network computes in: ``"float32"``, or ``"bfloat16"``
+    / ``"float16"`` for a SavedModel exported with that ``precision``).
 
     ``detect(image)`` returns a dict of NumPy arrays for the ``n`` detections,
     ``IMAGE_DETECTION_KEYS`` (the names of ``GFocalDetector.predict`` and every
@@ -53,6 +55,8 @@ class Detector:
         self.resize = InputResize.from_metadata(metadata)
         self.image_size = self.resize.image_size
         self.test_scale = self.resize.test_scale
+        # Exports written before the metadata recorded a precision computed in float32.
+        self.precision = metadata.get("precision", "float32")
 
     def detect(self, image):
         raise NotImplementedError

@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_gfocal.data.input_resize import input_resize
 from keras_gfocal.export import graphs
 from keras_gfocal.export.metadata import build_metadata, write_metadata
+from keras_gfocal.precision import with_precision
 
 # In 0.1 the signatures named the category ids ``classes``; TF Serving
 # clients read outputs by name, so the old name stays for one release.
@@ -37,7 +38,7 @@ class _Serving(tf.Module):
         return _with_deprecated_aliases(graphs.detect_encoded(self.model, image_bytes, self.resize))
 
 
-def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
+def export_saved_model(model, out, name="gfocal", version=1, image_size=None, precision="float32"):
     """Writes ``out/name/version/``, the layout TF Serving loads.
 
     Signatures:
@@ -57,10 +58,18 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None):
     ``classes``, a deprecated alias of ``category_ids`` (its name in 0.1),
     to be removed in the next release.
 
+    ``precision`` (``keras_gfocal.constants.PRECISIONS``): what the network
+    computes in, ``"float32"``, ``"bfloat16"`` or ``"float16"``
+    (``keras_gfocal.precision.with_precision``: float32 weights, the
+    convolutions in the lower precision; the joint score, decoding and NMS in
+    float32, and the outputs float32 whatever the precision). The metadata
+    records it as ``"precision"``.
+
     Returns:
         the version folder.
     """
     resize = input_resize(model, image_size)
+    model = with_precision(model, precision)
     path = os.path.join(out, name, str(int(version)))
     module = _Serving(model.inference_form(), resize)
     signatures = {

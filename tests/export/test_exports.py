@@ -219,6 +219,7 @@ def test_metadata_describes_the_export(exports, trained, name):
     assert metadata["category_ids"] == list(model.category_ids)
     assert metadata["image_size"] == [128, 128]
     assert metadata["format"] == ("saved_model" if name == "saved_model" else name.split("_")[0])
+    assert metadata["precision"] == "float32"  # every export computes in float32 unless told (test_precision_exports)
     assert metadata["postprocessing"]["score_threshold"] == 0.05
     assert metadata["preprocessing"]["mean_rgb"] == [123.675, 116.28, 103.53]
     json.dumps(metadata)
