@@ -288,9 +288,11 @@ class GFocalDetector(keras.Model):
 
         Returns:
             a built ``GFocalDetector`` with a ``fold_batch_norm=True`` backbone, or this model
-            itself when its backbone has no BatchNorm to fold (``TinyBackbone``).
+            itself when its backbone has no BatchNorm to fold (``TinyBackbone``) or it computes
+            under a mixed dtype policy (fold first, then ``keras_gfocal.precision.with_precision``,
+            as the SavedModel export does).
         """
-        if not can_fold(self.backbone):
+        if not can_fold(self.backbone) or self.dtype_policy.name != "float32":
             return self
         if not self.built:
             raise ValueError("inference_form needs a built model: call it on a batch, or build() it, first.")

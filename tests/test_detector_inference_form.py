@@ -13,7 +13,9 @@ from narrow_resnet import NarrowResNet, randomize
 from keras_gfocal import GFocalDetector
 from keras_gfocal.export import export_model, load_detector
 from keras_gfocal.export.runtime import KerasDetector
+from keras_gfocal.image import normalize_image
 from keras_gfocal.layers import TinyBackbone
+from keras_gfocal.precision import with_precision
 
 SIZE = 64
 
@@ -130,8 +132,22 @@ def test_saved_model_and_load_detector_run_the_folded_form(tmp_path):
         np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
     # KerasDetector itself: its detections are the unfolded model's decoded outputs.
     canvas = pixels.astype("float32")
-    from keras_gfocal.image import normalize_image
-
     direct = unfolded_detections(model, normalize_image(canvas[None]))
     n = int(direct["num_detections"][0])
     np.testing.assert_allclose(expected["scores"], direct["scores"][0, :n], atol=1e-5)
+
+
+def test_a_bfloat16_saved_model_is_folded_too(tmp_path):
+    model = narrow_detector()
+    pixels = np.random.default_rng(4).integers(0, 256, size=(2, SIZE, SIZE, 3), dtype=np.uint8)
+    path = export_model(model, "saved_model", str(tmp_path), precision="bfloat16")
+    loaded = tf.saved_model.load(path)
+    assert not any("moving_mean" in v.name for v in loaded.weights)
+    assert load_detector(path).precision == "bfloat16"
+    got = loaded.signatures["serving_default"](images=tf.constant(pixels))
+    expected = model.decode(normalize_image(pixels.astype("float32")), model(normalize_image(pixels.astype("float32"))))
+    # The bfloat16 network's scores: within a few bfloat16 roundings (2^-8) of float32's.
+    np.testing.assert_allclose(got["scores"][:, :5], expected["scores"][:, :5], atol=4 * 2.0**-8)
+    # A mixed-precision model is its own inference form: folding happens before the cast.
+    mixed = with_precision(model, "bfloat16")
+    assert mixed.inference_form() is mixed

@@ -69,9 +69,10 @@ def export_saved_model(model, out, name="gfocal", version=1, image_size=None, pr
         the version folder.
     """
     resize = input_resize(model, image_size)
-    model = with_precision(model, precision)
+    # Folded first: the form of a mixed-precision model would be rebuilt under the global policy.
+    model = with_precision(model.inference_form(), precision)
     path = os.path.join(out, name, str(int(version)))
-    module = _Serving(model.inference_form(), resize)
+    module = _Serving(model, resize)
     signatures = {
         "serving_default": module.serve_images.get_concrete_function(),
         "detect_bytes": module.serve_bytes.get_concrete_function(),
