@@ -39,13 +39,27 @@ def _size(text):
     return height, width
 
 
+def needed_ops(graph):
+    """The ops the graph's outputs depend on: what TensorFlow runs (it prunes the rest, such as
+    the gradients of frozen layers that the tape also wrote)."""
+    stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
+    needed = set()
+    while stack:
+        op = stack.pop()
+        if op.name in needed:
+            continue
+        needed.add(op.name)
+        stack += [t.op for t in op.inputs] + list(op.control_inputs)
+    return [op for op in graph.get_operations() if op.name in needed]
+
+
 def graph_macs(graph):
-    """Multiply-accumulates of the convolutions and matrix products of a traced graph
+    """Multiply-accumulates of the convolutions and matrix products a traced graph runs
     (static shapes): forward ``Conv2D`` / ``MatMul``, and the two backward convolutions."""
     import numpy as np
 
     macs = 0
-    for op in graph.get_operations():
+    for op in needed_ops(graph):
         if op.type == "Conv2D":  # output [B, H, W, Cout] x kernel [kh, kw, Cin/groups, Cout]
             kh, kw, cin, _ = op.inputs[1].shape
             macs += int(np.prod(op.outputs[0].shape)) * kh * kw * cin
