@@ -41,16 +41,21 @@ def float64_twin(backbone):
 
 def assert_same_maps(got, expected, exact=None):
     """``got`` (folded) equals ``expected`` (unfolded) to float rounding: each map within
-    1e-5 of its largest value, or, given the ``exact`` float64 maps, no further from them
-    than twice as far as the unfolded float32 maps are (deep random backbones amplify
-    rounding, in both forms alike)."""
+    1e-5 of its largest value, or, given the ``exact`` float64 maps, as close to them as the
+    unfolded float32 maps are: an RMS error at most twice theirs and a largest error at most
+    four times theirs (deep random backbones amplify rounding, in both forms alike; the
+    largest of a few hundred thousand errors varies more from one summation order to another
+    than their RMS)."""
     for index, (g, e) in enumerate(zip(got, expected, strict=True)):
         g, e = np.asarray(g, "float64"), np.asarray(e, "float64")
         if exact is None:
             np.testing.assert_allclose(g, e, rtol=0, atol=1e-5 * np.abs(e).max())
         else:
             truth = np.asarray(exact[index])
-            assert np.abs(g - truth).max() <= 2 * np.abs(e - truth).max() + 1e-7 * np.abs(truth).max()
+            floor = 1e-7 * np.abs(truth).max()
+            rms = lambda error: np.sqrt(np.mean(np.square(error)))  # noqa: E731
+            assert rms(g - truth) <= 2 * rms(e - truth) + floor
+            assert np.abs(g - truth).max() <= 4 * np.abs(e - truth).max() + floor
 
 
 @pytest.mark.parametrize(
