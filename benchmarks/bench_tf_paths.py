@@ -12,12 +12,13 @@ One run, on a randomly initialised preset (R50 by default), for each canvas and 
   Keras' ``mixed_bfloat16`` policy.
 
 The multiply-accumulates are counted from the traced graphs (every ``Conv2D``,
-``MatMul`` and, for training, ``Conv2DBackpropInput`` / ``Conv2DBackpropFilter``), not typed
-in. The peak is TensorFlow's float32 matmul of 2048 x 2048 matrices, timed between the
-model's calls in the same rounds (this machine's speed drifts from minute to minute, so
-both are measured side by side); each figure is the fastest of ``--rounds`` rounds and
-the peak the fastest sgemm. Share of peak = 2 x MACs / seconds / peak. bfloat16 rows
-give their share of the float32 peak too (above 100 % means faster than float32 sgemm).
+``MatMul`` and, for training, ``Conv2DBackpropInput`` / ``Conv2DBackpropFilter`` that the
+outputs need), not typed in. The peak is TensorFlow's float32 matmul of 2048 x 2048
+matrices, timed right before each timed call: this machine's speed drifts by half from
+minute to minute, so each call is set against the sgemm of the same moment. Each row gives
+the fastest of ``--rounds`` calls, and its share of peak, 2 x MACs / seconds / sgemm, is
+the median of the per-call shares. bfloat16 rows give their share of the float32 peak too
+(above 100 % means faster than float32 sgemm).
 
     python benchmarks/bench_tf_paths.py --help
     python benchmarks/bench_tf_paths.py                      # R50 at 640x640 and 800x1216, batch 1 and 4
@@ -26,6 +27,7 @@ give their share of the float32 peak too (above 100 % means faster than float32 
 
 import argparse
 import os
+import statistics
 import time
 
 from common import machine_line
@@ -111,6 +113,16 @@ def timed(call):
     return time.perf_counter() - start
 
 
+def timed_against_peak(call, rounds, sgemm, peaks):
+    """``(fastest seconds, [(seconds, sgemm GFLOP/s just before)] per round)``; each sgemm
+    figure is also appended to ``peaks``."""
+    pairs = []
+    for _ in range(rounds):
+        peaks.append(sgemm())
+        pairs.append((timed(call), peaks[-1]))
+    return min(seconds for seconds, _ in pairs), pairs
+
+
 def forward_macs(model, size):
     import tensorflow as tf
 
@@ -193,12 +205,10 @@ def inference_rows(args, size, sgemm, peaks, rng):
         calls[(f"TFLite {quantize or 'float32'}", 1)] = invoke
     for call in calls.values():  # warm-up: traces, first allocations
         call()
-    best = {key: float("inf") for key in calls}
-    for _ in range(args.rounds):
-        peaks.append(sgemm())
-        for key, call in calls.items():
-            best[key] = min(best[key], timed(call))
-    return [(path, batch, best[(path, batch)], macs) for path, batch in calls]
+    return [
+        (path, batch, *timed_against_peak(call, args.rounds, sgemm, peaks), macs)
+        for (path, batch), call in calls.items()
+    ]
 
 
 def training_rows(args, sgemm, peaks, rng):
@@ -223,11 +233,7 @@ def training_rows(args, sgemm, peaks, rng):
         macs = training_macs(model, images, targets) / batch
         step = lambda m=model, x=images, y=targets: m.train_on_batch(x, y)  # noqa: E731
         step()  # traces the step
-        seconds = float("inf")
-        for _ in range(args.rounds):
-            peaks.append(sgemm())
-            seconds = min(seconds, timed(step))
-        rows.append((f"training step, {policy}", batch, seconds, macs))
+        rows.append((f"training step, {policy}", batch, *timed_against_peak(step, args.rounds, sgemm, peaks), macs))
         print(f"training {policy}: {macs / 1e9:.1f} GMAC per image per step (counted from the graph)", flush=True)
     return rows
 
@@ -262,19 +268,19 @@ def main():
     if args.training:
         size = args.train_size
         rows += [(f"{size[0]}x{size[1]}",) + row for row in training_rows(args, sgemm, peaks, rng)]
-    peak = max(peaks)
     print(
-        f"\nsgemm peak (float32 {SGEMM_N}^2 matmul, fastest of {len(peaks)} timed between the rows' calls): "
-        f"{peak:.0f} GFLOP/s; slowest {min(peaks):.0f}"
+        f"\nsgemm (float32 {SGEMM_N}^2 matmul, timed before each of the {len(peaks)} timed calls): "
+        f"{min(peaks):.0f} to {max(peaks):.0f} GFLOP/s, median {statistics.median(peaks):.0f}"
     )
-    print(f"{args.preset}, random weights, {args.num_classes} classes; fastest of {args.rounds} rounds\n")
-    print("| canvas | path | batch | seconds | images/s | GFLOP/s | share of sgemm peak |")
+    print(f"{args.preset}, random weights, {args.num_classes} classes; fastest of {args.rounds} calls\n")
+    print("| canvas | path | batch | seconds | images/s | GFLOP/s | share of sgemm peak, median (range) |")
     print("|---|---|---|---|---|---|---|")
-    for canvas, path, batch, seconds, macs in rows:
-        gflops = 2 * macs * batch / seconds / 1e9
+    for canvas, path, batch, seconds, pairs, macs in rows:
+        flop = 2 * macs * batch / 1e9
+        shares = [100 * flop / t / peak for t, peak in pairs]
         print(
-            f"| {canvas} | {path} | {batch} | {seconds:.3f} | {batch / seconds:.2f} | {gflops:.0f} | "
-            f"{100 * gflops / peak:.0f} % |"
+            f"| {canvas} | {path} | {batch} | {seconds:.3f} | {batch / seconds:.2f} | {flop / seconds:.0f} | "
+            f"{statistics.median(shares):.0f} % ({min(shares):.0f}-{max(shares):.0f}) |"
         )
 
 
