@@ -3,7 +3,8 @@ Keras predict, the SavedModel TF Serving runs, the TFLite file and a training st
 
 One run, on a randomly initialised preset (R50 by default), for each canvas and batch size:
 
-* Keras ``predict_on_batch`` (the graph of ``predict``, run by the model's inference form),
+* Keras ``predict_on_batch`` (the graph of ``predict``) of the model's inference form, and
+  of the model itself (BatchNorm unfolded, the baseline),
   the SavedModel's ``serving_default`` (uint8 images in, resize and NMS inside) through
   ``tf.saved_model.load``, for each ``--precisions`` entry (float32, bfloat16), and the
   float32 TFLite file (LiteRT, XNNPACK; batch 1: its input shape is fixed) and, on the
@@ -185,6 +186,8 @@ def inference_rows(args, size, sgemm, peaks, rng):
     for batch in args.batches:
         floats = rng.normal(size=(batch,) + size + (3,)).astype("float32")
         calls[("Keras predict", batch)] = lambda x=floats: form.predict_on_batch(x)
+        # The baseline: the model as it trains, every BatchNorm a pass of its own.
+        calls[("Keras predict, BatchNorm unfolded", batch)] = lambda x=floats: model.predict_on_batch(x)
     for precision in args.precisions:
         kwargs = {} if precision == "float32" else {"precision": precision}
         path = export_model(model, "saved_model", out, name=f"gfocal_{precision}", **kwargs)

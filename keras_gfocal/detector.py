@@ -288,14 +288,13 @@ class GFocalDetector(keras.Model):
 
         Returns:
             a built ``GFocalDetector`` with a ``fold_batch_norm=True`` backbone, or this model
-            itself when its backbone has no BatchNorm to fold (``TinyBackbone``) or it computes
-            under a mixed dtype policy (fold first, then ``keras_gfocal.precision.with_precision``,
-            as the SavedModel export does).
+            itself when it has nothing to fold: a backbone without BatchNorm (``TinyBackbone``),
+            no weights yet (not built: ``predict`` builds it on its first batch), or a mixed
+            dtype policy (fold first, then ``keras_gfocal.precision.with_precision``, as the
+            SavedModel export does).
         """
-        if not can_fold(self.backbone) or self.dtype_policy.name != "float32":
+        if not (self.built and can_fold(self.backbone)) or self.dtype_policy.name != "float32":
             return self
-        if not self.built:
-            raise ValueError("inference_form needs a built model: call it on a batch, or build() it, first.")
         kept = self.__dict__.get("_inference_form")
         form = None if kept is None else kept.model
         with self.distribute_strategy.scope():

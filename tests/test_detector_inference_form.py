@@ -6,7 +6,6 @@ import zipfile
 import h5py
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
 from narrow_resnet import NarrowResNet, randomize
 
@@ -99,10 +98,13 @@ def test_a_backbone_without_batch_norm_is_its_own_inference_form():
     assert model.inference_form() is model
 
 
-def test_an_unbuilt_model_has_no_inference_form_yet():
+def test_an_unbuilt_model_is_its_own_form_until_predict_builds_it():
     model = GFocalDetector(NarrowResNet(), num_classes=2, fpn_channels=16, head_channels=16, stacked_convs=1, groups=4)
-    with pytest.raises(ValueError, match="needs a built model"):
-        model.inference_form()
+    assert model.inference_form() is model
+    x = images()
+    model.predict(x, verbose=0)  # builds the model, unfolded
+    assert model.built and model.inference_form() is not model
+    assert_same_outputs(model.inference_form()(x), model(x))
 
 
 def test_predict_runs_the_inference_form_with_the_same_detections():
