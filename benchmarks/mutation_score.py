@@ -44,6 +44,7 @@ MODULES = {
     "distributions": ["tests/test_distributions.py"],
     "export/numpy_postprocess": ["tests/test_numpy_postprocess.py"],
     "optimizers": ["tests/test_optimizers.py"],
+    "layers/batch_norm_folding": ["tests/layers/test_batch_norm_folding.py"],
 }
 
 

@@ -11,12 +11,15 @@ from keras_gfocal.layers.resnet import Bottleneck, StemAndStages, _bn, _conv
 class NarrowResNet(StemAndStages):
     """A narrow member of the ResNet family (any ``StemAndStages`` with a ``fold_batch_norm``
     argument folds): a stride-4 stem conv + BatchNorm, then one bottleneck per stage, the
-    third with grouped deformable 3x3 weights and the fourth a modulated deformable one."""
+    third with grouped deformable 3x3 weights and the fourth a modulated deformable one. With
+    ``stem_bias`` the stem conv has a bias of its own before its BatchNorm (the fold's
+    general case; no reference backbone has one)."""
 
-    def __init__(self, fold_batch_norm=False, **kwargs):
+    def __init__(self, fold_batch_norm=False, stem_bias=False, **kwargs):
         super().__init__(**kwargs)
         self.fold_batch_norm = folded = fold_batch_norm
-        self.stem = _conv(8, 3, 4, "conv1", use_bias=folded) + ([] if folded else [_bn("bn1")])
+        self.stem_bias = stem_bias
+        self.stem = _conv(8, 3, 4, "conv1", use_bias=folded or stem_bias) + ([] if folded else [_bn("bn1")])
         self.stem.append(keras.layers.ReLU(name="relu"))
         blocks = (
             dict(strides=1),
@@ -31,7 +34,7 @@ class NarrowResNet(StemAndStages):
         self.output_channels = (32, 32, 32)
 
     def get_config(self):
-        return {**super().get_config(), "fold_batch_norm": self.fold_batch_norm}
+        return {**super().get_config(), "fold_batch_norm": self.fold_batch_norm, "stem_bias": self.stem_bias}
 
 
 def randomize(layer, seed=0):
@@ -46,3 +49,5 @@ def randomize(layer, seed=0):
             variable.assign(rng.uniform(-0.5, 0.5, variable.shape))
         elif "conv_offset" in variable.path:
             variable.assign(rng.normal(0.0, 0.1, variable.shape))
+        elif name == "bias":
+            variable.assign(rng.uniform(-0.5, 0.5, variable.shape))

@@ -80,8 +80,14 @@ def test_folded_backbone_gives_the_same_maps(make):
 
 
 def test_folded_weights_are_the_fold_formula():
-    backbone = built(NarrowResNet())
+    backbone = built(NarrowResNet(stem_bias=True))
     folded = fold_batch_norms(backbone)
+    # A conv with a bias of its own: the bias is scaled too, then shifted.
+    conv, bn, target = backbone.stem[1], backbone.stem[2], folded.stem[1]
+    s = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + 1e-5)
+    expected_bias = conv.bias.numpy() * s + bn.beta.numpy() - bn.moving_mean.numpy() * s
+    assert np.abs(conv.bias.numpy()).min() > 0
+    np.testing.assert_allclose(target.bias.numpy(), expected_bias, rtol=1e-6, atol=1e-7)
     conv, bn = backbone.stages[2][0].conv2, backbone.stages[2][0].bn2
     target = folded.stages[2][0].conv2
     s = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + 1e-5)
@@ -100,7 +106,17 @@ def test_refolding_into_an_earlier_form_takes_the_new_weights():
     assert_same_maps(folded(images), backbone(images))
 
 
+class FoldingDropsAConv(NarrowResNet):
+    """A backbone whose folded form lists one conv fewer: a ``conv_batch_norm_pairs`` bug."""
+
+    def conv_batch_norm_pairs(self):
+        pairs = super().conv_batch_norm_pairs()
+        return pairs[:-1] if self.fold_batch_norm else pairs
+
+
 def test_what_cannot_fold_is_named():
+    with pytest.raises(ValueError, match=r"17 convs against 16 in its folded form"):
+        fold_batch_norms(built(FoldingDropsAConv()))
     tiny = TinyBackbone()
     tiny.build((None, 64, 64, 3))
     assert not can_fold(tiny)
