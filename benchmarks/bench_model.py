@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 
-from common import machine_line
+from common import machine_line, random_targets
 
 
 def reference_param_count(num_classes=80):
@@ -107,16 +107,9 @@ def main():
     )
 
     b = args.train_batch_size
-    boxes = np.zeros((b, 100, 4), "float32")
-    labels = -np.ones((b, 100), "int32")
-    for i in range(b):
-        for j in range(5):
-            x1, y1 = rng.uniform(0, args.width - 200), rng.uniform(0, args.height - 200)
-            boxes[i, j] = [x1, y1, x1 + rng.uniform(20, 200), y1 + rng.uniform(20, 200)]
-            labels[i, j] = rng.integers(0, args.num_classes)
+    targets = random_targets(rng, b, (args.height, args.width), args.num_classes, largest=200)
     train_images = rng.normal(size=(b, args.height, args.width, 3)).astype("float32")
     model.compile()
-    targets = {"boxes": boxes, "labels": labels}
     model.train_on_batch(train_images, targets)  # traces the step
     step_times = []
     for _ in tqdm(range(args.train_iters), desc="train steps", leave=False):

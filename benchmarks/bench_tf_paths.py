@@ -31,7 +31,7 @@ import os
 import statistics
 import time
 
-from common import machine_line
+from common import machine_line, random_targets
 
 SGEMM_N = 2048
 SGEMM_CHAIN = 4  # matmuls per timed call, chained so none can be skipped
@@ -147,21 +147,6 @@ def training_macs(model, images, targets):
         tf.TensorSpec(targets["labels"].shape, tf.int32),
     ]
     return graph_macs(gradients.get_concrete_function(*spec).graph)
-
-
-def random_targets(rng, batch, size, num_classes):
-    import numpy as np
-
-    boxes = np.zeros((batch, 100, 4), "float32")
-    labels = -np.ones((batch, 100), "int32")
-    height, width = size
-    side = min(height, width) // 4  # boxes up to a quarter of the canvas
-    for i in range(batch):
-        for j in range(5):
-            x1, y1 = rng.uniform(0, width - side), rng.uniform(0, height - side)
-            boxes[i, j] = [x1, y1, x1 + rng.uniform(side / 10, side), y1 + rng.uniform(side / 10, side)]
-            labels[i, j] = rng.integers(0, num_classes)
-    return {"boxes": boxes, "labels": labels}
 
 
 def inference_rows(args, size, sgemm, peaks, rng):

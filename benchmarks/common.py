@@ -25,3 +25,24 @@ def machine_line():
         f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | "
         f"TF {tf.__version__} | Keras {keras.__version__}"
     )
+
+
+def random_targets(rng, batch, size, num_classes, largest=None):
+    """Training targets for random images: five boxes per image (the rest padding, label -1),
+    each side up to ``largest`` pixels (default a quarter of the canvas's shorter side) and at
+    least a tenth of that.
+
+    Returns ``{"boxes": [batch, 100, 4] xyxy float32, "labels": [batch, 100] int32}``.
+    """
+    import numpy as np
+
+    boxes = np.zeros((batch, 100, 4), "float32")
+    labels = -np.ones((batch, 100), "int32")
+    height, width = size
+    side = largest or min(height, width) // 4
+    for i in range(batch):
+        for j in range(5):
+            x1, y1 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+            boxes[i, j] = [x1, y1, x1 + rng.uniform(side / 10, side), y1 + rng.uniform(side / 10, side)]
+            labels[i, j] = rng.integers(0, num_classes)
+    return {"boxes": boxes, "labels": labels}
