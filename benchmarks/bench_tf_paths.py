@@ -15,8 +15,8 @@ One run, on a randomly initialised preset (R50 by default), for each canvas and 
 The multiply-accumulates are counted from the traced graphs (every ``Conv2D``,
 ``MatMul`` and, for training, ``Conv2DBackpropInput`` / ``Conv2DBackpropFilter`` that the
 outputs need), not typed in. The peak is TensorFlow's float32 matmul of 2048 x 2048
-matrices, timed right before each timed call: this machine's speed drifts by half from
-minute to minute, so each call is set against the sgemm of the same moment. Each row gives
+matrices, timed before and after each timed call: this machine's speed drifts by half from
+minute to minute, so each call is set against the mean of the two sgemms around it. Each row gives
 the fastest of ``--rounds`` calls, and its share of peak, 2 x MACs / seconds / sgemm, is
 the median of the per-call shares. bfloat16 rows give their share of the float32 peak too
 (above 100 % means faster than float32 sgemm).
@@ -115,13 +115,17 @@ def timed(call):
 
 
 def timed_against_peak(call, rounds, sgemm, peaks):
-    """``(fastest seconds, [(seconds, sgemm GFLOP/s just before)] per round)``; each sgemm
-    figure is also appended to ``peaks``."""
-    pairs = []
+    """``(fastest seconds, [(seconds, sgemm GFLOP/s around it)] per round)``: an sgemm is timed
+    before each call and after the last one, and each call is set against the mean of the two
+    around it (the machine's speed can change within a call). Each sgemm figure is also
+    appended to ``peaks``."""
+    times, around = [], [sgemm()]
     for _ in range(rounds):
-        peaks.append(sgemm())
-        pairs.append((timed(call), peaks[-1]))
-    return min(seconds for seconds, _ in pairs), pairs
+        times.append(timed(call))
+        around.append(sgemm())
+    peaks += around
+    pairs = [(seconds, (before + after) / 2) for seconds, before, after in zip(times, around, around[1:])]
+    return min(times), pairs
 
 
 def forward_macs(model, size):
@@ -206,7 +210,7 @@ def training_rows(args, sgemm, peaks, rng):
 
     size, batch = args.train_size, args.train_batch
     rows = []
-    for policy in ("float32", "mixed_bfloat16"):
+    for policy in args.training_policies:
         keras.config.set_dtype_policy(policy)
         try:
             keras.utils.set_random_seed(args.seed)
@@ -237,6 +241,9 @@ def main():
     parser.add_argument("--train-size", type=_size, default=(800, 1216))
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--no-training", dest="training", action="store_false")
+    parser.add_argument(
+        "--training-policies", nargs="+", default=["float32", "mixed_bfloat16"], help="Keras dtype policies to train in"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; each figure is the fastest")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -257,7 +264,7 @@ def main():
         size = args.train_size
         rows += [(f"{size[0]}x{size[1]}",) + row for row in training_rows(args, sgemm, peaks, rng)]
     print(
-        f"\nsgemm (float32 {SGEMM_N}^2 matmul, timed before each of the {len(peaks)} timed calls): "
+        f"\nsgemm (float32 {SGEMM_N}^2 matmul, {len(peaks)} timed, one before each timed call and one after each row): "
         f"{min(peaks):.0f} to {max(peaks):.0f} GFLOP/s, median {statistics.median(peaks):.0f}"
     )
     print(f"{args.preset}, random weights, {args.num_classes} classes; fastest of {args.rounds} calls\n")

@@ -16,14 +16,22 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels in this process: the default on x86, off with
+    ``TF_ENABLE_ONEDNN_OPTS=0`` (read once, when TensorFlow is loaded)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def machine_line():
-    """``2026-11-27 | Intel(R) Xeon(R) Processor | 2 cores | TF 2.21.0 | Keras 3.15.1``."""
+    """``2026-11-27 | Intel(R) Xeon(R) Processor | 2 cores | TF 2.21.0 (oneDNN on) | Keras 3.15.1``."""
     import keras
     import tensorflow as tf
 
     return (
         f"{time.strftime('%Y-%m-%d')} | {cpu_name()} | {os.cpu_count()} cores | "
-        f"TF {tf.__version__} | Keras {keras.__version__}"
+        f"TF {tf.__version__} (oneDNN {'on' if onednn_enabled() else 'off'}) | Keras {keras.__version__}"
     )
 
 
