@@ -9,8 +9,13 @@ One run, on a randomly initialised preset (R50 by default), for each canvas and 
   ``tf.saved_model.load``, for each ``--precisions`` entry (float32, bfloat16), and the
   float32 TFLite file (LiteRT, XNNPACK; batch 1: its input shape is fixed) and, on the
   first canvas, the full-int8 one;
+* once, the TFLite rows' own ceiling: the sgemm's matmuls as a float32 TFLite file, run by
+  LiteRT with XNNPACK (its share is XNNPACK's matrix product against TensorFlow's);
 * a training step (``train_on_batch``, the reference optimiser) in float32 and under
-  Keras' ``mixed_bfloat16`` policy.
+  Keras' ``mixed_bfloat16`` policy (``--training-policies``).
+
+TensorFlow picks its CPU kernels when it loads: oneDNN's by default on x86, Eigen's with
+``TF_ENABLE_ONEDNN_OPTS=0`` in the environment; the first line says which ran.
 
 The multiply-accumulates are counted from the traced graphs (every ``Conv2D``,
 ``MatMul`` and, for training, ``Conv2DBackpropInput`` / ``Conv2DBackpropFilter`` that the
@@ -35,6 +40,7 @@ from common import machine_line, random_targets
 
 SGEMM_N = 2048
 SGEMM_CHAIN = 4  # matmuls per timed call, chained so none can be skipped
+XNNPACK_SGEMM = f"TFLite float32 matmul (XNNPACK's own sgemm, {SGEMM_CHAIN} chained)"
 
 
 def _size(text):
@@ -203,6 +209,36 @@ def inference_rows(args, size, sgemm, peaks, rng):
     ]
 
 
+def xnnpack_sgemm_row(args, sgemm, peaks):
+    """The ceiling of the TFLite rows: the sgemm's own ``SGEMM_CHAIN`` 2048^2 products as a
+    float32 TFLite file (FULLY_CONNECTED ops), run by LiteRT with XNNPACK like the model's file."""
+    import numpy as np
+    import tensorflow as tf
+    from bench_tflite_files import interpreter_with_input
+
+    weights = np.random.default_rng(args.seed).normal(size=(SGEMM_N, SGEMM_N)).astype("float32") / SGEMM_N**0.5
+
+    @tf.function(input_signature=[tf.TensorSpec([SGEMM_N, SGEMM_N])])
+    def chain(x):
+        for _ in range(SGEMM_CHAIN):
+            x = tf.matmul(x, weights)
+        return x
+
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "sgemm.tflite")
+    with open(path, "wb") as f:
+        f.write(tf.lite.TFLiteConverter.from_concrete_functions([chain.get_concrete_function()]).convert())
+    interpreter, index, canvas = interpreter_with_input(path, args.threads, args.seed)
+
+    def invoke():
+        interpreter.set_tensor(index, canvas)
+        interpreter.invoke()
+
+    invoke()
+    macs = SGEMM_CHAIN * SGEMM_N**3
+    return (f"{SGEMM_N}x{SGEMM_N}", XNNPACK_SGEMM, 1, *timed_against_peak(invoke, args.rounds, sgemm, peaks), macs)
+
+
 def training_rows(args, sgemm, peaks, rng):
     import keras
 
@@ -240,6 +276,9 @@ def main():
     parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip the full-int8 TFLite file")
     parser.add_argument("--train-size", type=_size, default=(800, 1216))
     parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument(
+        "--no-xnnpack-sgemm", dest="xnnpack_sgemm", action="store_false", help="skip XNNPACK's own sgemm row"
+    )
     parser.add_argument("--no-training", dest="training", action="store_false")
     parser.add_argument(
         "--training-policies", nargs="+", default=["float32", "mixed_bfloat16"], help="Keras dtype policies to train in"
@@ -260,6 +299,8 @@ def main():
     rows = []
     for size in args.sizes:
         rows += [(f"{size[0]}x{size[1]}",) + row for row in inference_rows(args, size, sgemm, peaks, rng)]
+    if args.xnnpack_sgemm:
+        rows.append(xnnpack_sgemm_row(args, sgemm, peaks))
     if args.training:
         size = args.train_size
         rows += [(f"{size[0]}x{size[1]}",) + row for row in training_rows(args, sgemm, peaks, rng)]
@@ -274,7 +315,8 @@ def main():
         flop = 2 * macs * batch / 1e9
         shares = [100 * flop / t / peak for t, peak in pairs]
         print(
-            f"| {canvas} | {path} | {batch} | {seconds:.3f} | {batch / seconds:.2f} | {flop / seconds:.0f} | "
+            f"| {canvas} | {path} | {batch} | {seconds:.3f} | "
+            f"{'—' if path == XNNPACK_SGEMM else f'{batch / seconds:.2f}'} | {flop / seconds:.0f} | "
             f"{statistics.median(shares):.0f} % ({min(shares):.0f}-{max(shares):.0f}) |"
         )
 
