@@ -142,7 +142,9 @@ def forward_macs(model, size):
     return graph_macs(function.get_concrete_function(tf.TensorSpec((1,) + size + (3,))).graph)
 
 
-def training_macs(model, images, targets):
+def gradient_function(model, images, targets):
+    """The traced graph of a training step's forward and backward passes (the loss's gradients
+    with respect to the trainable weights), for ``images`` and ``targets``' shapes."""
     import tensorflow as tf
 
     @tf.function
@@ -156,7 +158,11 @@ def training_macs(model, images, targets):
         tf.TensorSpec(targets["boxes"].shape),
         tf.TensorSpec(targets["labels"].shape, tf.int32),
     ]
-    return graph_macs(gradients.get_concrete_function(*spec).graph)
+    return gradients.get_concrete_function(*spec)
+
+
+def training_macs(model, images, targets):
+    return graph_macs(gradient_function(model, images, targets).graph)
 
 
 def inference_rows(args, size, sgemm, peaks, rng):
