@@ -7,7 +7,7 @@ import keras
 
 from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.deformable_conv import DeformableConv2D
-from keras_gfocal.layers.resnet import StemAndStages, _bn, _build_norm, _conv, _normalize, checked_dcn_stages
+from keras_gfocal.layers.resnet import StemAndStages, _bn, _build_norm, _conv, _conv_norm, checked_dcn_stages
 
 # Bottle2neck blocks per stage (layer1..layer4).
 RES2NET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -231,21 +231,21 @@ class Bottle2neck(keras.layers.Layer):
         return pairs + ([(self.downsample_conv, self.downsample_bn)] if self.first_in_stage else [])
 
     def call(self, x):
-        y = keras.ops.relu(_normalize(self.bn1, self.conv1(x)))
+        y = keras.ops.relu(_conv_norm(self.conv1, self.bn1, x))
         splits = keras.ops.split(y, self.scales, axis=-1)
         outputs = []
         for i, (pad, conv, bn) in enumerate(zip(self.pads, self.convs, self.bns)):
             inner = splits[i] if i == 0 or self.first_in_stage else outputs[-1] + splits[i]
             inner = inner if pad is None else pad(inner)
-            outputs.append(keras.ops.relu(_normalize(bn, conv(inner))))
+            outputs.append(keras.ops.relu(_conv_norm(conv, bn, inner)))
         last = splits[-1]
         if self.pool:
             last = self.pool[1](self.pool[0](last))
-        y = _normalize(self.bn3, self.conv3(keras.ops.concatenate(outputs + [last], axis=-1)))
+        y = _conv_norm(self.conv3, self.bn3, keras.ops.concatenate(outputs + [last], axis=-1))
         shortcut = x
         if self.first_in_stage:
             pooled = x if self.downsample_pool is None else self.downsample_pool(x)
-            shortcut = _normalize(self.downsample_bn, self.downsample_conv(pooled))
+            shortcut = _conv_norm(self.downsample_conv, self.downsample_bn, pooled)
         return keras.ops.relu(y + shortcut)
 
     def compute_output_shape(self, input_shape):

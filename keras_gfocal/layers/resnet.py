@@ -43,6 +43,31 @@ def _normalize(bn, x):
     return x if bn is None else bn(x, training=False)
 
 
+def _conv_norm(conv, bn, x):
+    """``bn(conv(x))``, the BatchNorm in inference mode, computed as one convolution when it can be.
+
+    With frozen statistics the BatchNorm is ``y * s + t`` per channel (``s = gamma /
+    sqrt(moving_variance + epsilon)``, ``t = beta - moving_mean * s``), so convolving with the
+    kernel times ``s`` and adding ``t`` gives the same values (sums in another order) and the
+    same gradients for the kernel, ``gamma`` and ``beta``, while TensorFlow skips the
+    BatchNorm's passes over the map, forward and backward. It runs the two layers as they are
+    for a deformable or biased conv, the folded form (``bn`` None) and mixed precision (where
+    ``s`` and ``t`` would be read in the low precision).
+    """
+    if (
+        bn is None
+        or not isinstance(conv, keras.layers.Conv2D)
+        or conv.use_bias
+        or conv.compute_dtype != "float32"
+        or keras.backend.standardize_dtype(x.dtype) != "float32"
+        or not (bn.scale and bn.center)
+    ):
+        return _normalize(bn, conv(x))
+    ops = keras.ops
+    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+    return conv.convolution_op(x, conv.kernel * scale) + (bn.beta - bn.moving_mean * scale)
+
+
 def _build_norm(bn, shape):
     if bn is not None:
         bn.build(shape)
@@ -223,7 +248,8 @@ class ResNetBackbone(StemAndStages):
 @keras.saving.register_keras_serializable(package="keras_gfocal")
 class Bottleneck(keras.layers.Layer):
     """1x1 -> 3x3 (stride here) -> 1x1 (x4 channels) with a projection shortcut
-    when ``downsample``; BatchNorm in inference mode throughout.
+    when ``downsample``; BatchNorm in inference mode throughout, each computed with the conv
+    before it as one convolution where it can be (``_conv_norm``).
 
     Args:
         width: the base width; the block outputs ``4 * width`` channels.
@@ -305,11 +331,10 @@ class Bottleneck(keras.layers.Layer):
         return pairs + ([(self.downsample_conv, self.downsample_bn)] if self.downsample else [])
 
     def call(self, x):
-        y = keras.ops.relu(_normalize(self.bn1, self.conv1(x)))
-        y = self.conv2(y if self.pad2 is None else self.pad2(y))
-        y = keras.ops.relu(_normalize(self.bn2, y))
-        y = _normalize(self.bn3, self.conv3(y))
-        shortcut = _normalize(self.downsample_bn, self.downsample_conv(x)) if self.downsample else x
+        y = keras.ops.relu(_conv_norm(self.conv1, self.bn1, x))
+        y = keras.ops.relu(_conv_norm(self.conv2, self.bn2, y if self.pad2 is None else self.pad2(y)))
+        y = _conv_norm(self.conv3, self.bn3, y)
+        shortcut = _conv_norm(self.downsample_conv, self.downsample_bn, x) if self.downsample else x
         return keras.ops.relu(y + shortcut)
 
     def compute_output_shape(self, input_shape):

@@ -169,3 +169,69 @@ def test_a_dcn_bottleneck_with_moving_offsets_survives_a_keras_file(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded.layers[-1].conv2, DeformableConv2D)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def _bottleneck_under(policy, **kwargs):
+    """A built stride-2 Bottleneck whose layers all have the dtype ``policy``."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        block = Bottleneck(4, strides=2, downsample=True, **kwargs)
+        block.build((None, 9, 11, 8))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return block
+
+
+def _randomized_bottleneck(policy, **kwargs):
+    block = _bottleneck_under(policy, groups=2, inner_width=6, **kwargs)
+    rng = np.random.default_rng(11)
+    for variable in block.weights:
+        name = variable.path.rsplit("/", 1)[-1]
+        # Variances near epsilon (1e-5), so that leaving it out shows; gamma as small, so that
+        # each BatchNorm scales by about 1.
+        low, high = {"gamma": (0.005, 0.015), "moving_variance": (1e-5, 1e-4)}.get(name, (-0.5, 0.5))
+        variable.assign(rng.uniform(low, high, variable.shape))
+    return block
+
+
+def _output_and_gradients(block, x, weights):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(block(tf.cast(x, block.compute_dtype)) * tf.cast(weights, block.compute_dtype))
+    variables = block.trainable_variables
+    return block(tf.cast(x, block.compute_dtype)).numpy(), {
+        v.path.split("/", 1)[1]: g.numpy() for v, g in zip(variables, tape.gradient(loss, variables), strict=True)
+    }
+
+
+@pytest.mark.parametrize("deformable", [False, True])
+def test_bottleneck_convolutions_and_frozen_batchnorms_compute_as_in_float64(deformable):
+    # float32 runs each plain conv and its BatchNorm as one convolution (kernel * scale, plus
+    # shift); float64 runs the two Keras layers. Values and every trainable weight's gradient
+    # (kernels, gamma, beta, offsets) agree to float32 rounding.
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(2, 9, 11, 8))
+    weights = rng.normal(size=(2, 5, 6, 16))
+    y32, g32 = _output_and_gradients(_randomized_bottleneck("float32", deformable=deformable), x, weights)
+    y64, g64 = _output_and_gradients(_randomized_bottleneck("float64", deformable=deformable), x, weights)
+    np.testing.assert_allclose(y32, y64, rtol=1e-5, atol=1e-5 * np.abs(y64).max())
+    assert g32.keys() == g64.keys() and any("gamma" in name for name in g32)
+    for name in g64:
+        np.testing.assert_allclose(g32[name], g64[name], rtol=1e-4, atol=1e-4 * np.abs(g64[name]).max(), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "deformable, policy, folded", [(False, "float32", 4), (True, "float32", 3), (False, "mixed_bfloat16", 0)]
+)
+def test_bottleneck_takes_each_batchnorm_into_its_conv_where_it_can(deformable, policy, folded):
+    # A plain conv convolves with its kernel times the BatchNorm's scale (a Mul feeds the
+    # Conv2D's filter); a deformable conv2 and a mixed-precision block, whose scale and shift
+    # would be read in bfloat16, keep the two layers.
+    import tensorflow as tf
+
+    block = _bottleneck_under(policy, deformable=deformable)
+    graph = tf.function(block).get_concrete_function(tf.TensorSpec((1, 9, 11, 8))).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert sum(op.inputs[1].op.type == "Mul" for op in convs) == folded
