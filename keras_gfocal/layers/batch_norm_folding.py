@@ -9,7 +9,22 @@ elementwise passes over every backbone map (three with the ReLU) are gone. Train
 unfolded layers, whose ``gamma`` and ``beta`` train.
 """
 
+import keras
 import numpy as np
+
+
+def frozen_batch_norm_affine(bn):
+    """A BatchNorm in inference mode as the per-channel map ``x * s + t`` it computes.
+
+    Args:
+        bn: a built ``keras.layers.BatchNormalization`` with ``scale`` and ``center``.
+    Returns:
+        ``(s, t)``, each ``[C]``: ``s = gamma / sqrt(moving_variance + epsilon)`` and
+        ``t = beta - moving_mean * s``, computed from the layer's variables (so gradients reach
+        ``gamma`` and ``beta`` through them).
+    """
+    scale = bn.gamma * keras.ops.rsqrt(bn.moving_variance + bn.epsilon)
+    return scale, bn.beta - bn.moving_mean * scale
 
 
 def _relative_path(variable, root):
@@ -56,8 +71,7 @@ def fold_batch_norms(backbone, into=None):
         kernel = conv.kernel.numpy()
         bias = conv.bias.numpy() if conv.use_bias else np.zeros(kernel.shape[-1], kernel.dtype)
         if bn is not None:
-            scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-            shift = bn.beta.numpy() - bn.moving_mean.numpy() * scale
+            scale, shift = (np.asarray(v) for v in frozen_batch_norm_affine(bn))
             kernel, bias = kernel * scale, bias * scale + shift
         target.kernel.assign(kernel)
         target.bias.assign(bias)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_gfocal.layers.backbone import Backbone
+from keras_gfocal.layers.batch_norm_folding import frozen_batch_norm_affine
 from keras_gfocal.layers.chain import build_chain
 from keras_gfocal.layers.deformable_conv import DeformableConv2D
 from keras_gfocal.layers.grouped_conv import GroupedConv2D
@@ -63,9 +64,8 @@ def _conv_norm(conv, bn, x):
         or not (bn.scale and bn.center)
     ):
         return _normalize(bn, conv(x))
-    ops = keras.ops
-    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-    return conv.convolution_op(x, conv.kernel * scale) + (bn.beta - bn.moving_mean * scale)
+    scale, shift = frozen_batch_norm_affine(bn)
+    return conv.convolution_op(x, conv.kernel * scale) + shift
 
 
 def _build_norm(bn, shape):
