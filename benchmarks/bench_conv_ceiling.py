@@ -24,17 +24,18 @@ import os
 import statistics
 import time
 
-from bench_tf_paths import _size, gradient_function, make_sgemm, needed_ops
+from bench_tf_paths import _size, gradient_function, make_sgemm, needed_ops, op_macs
 from common import machine_line, random_targets
 
 CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 
 
 def conv_shapes(graph):
-    """``Counter`` of ``(op type, input shape, kernel shape, forward output shape, strides,
-    padding, explicit paddings, dilations)`` over the convolutions (forward, and the two
-    backward ones of a training graph) that the graph's outputs need."""
-    shapes = collections.Counter()
+    """The convolutions (forward, and the two backward ones of a training graph) that the
+    graph's outputs need, grouped: ``Counter`` of ``(op type, input shape, kernel shape,
+    forward output shape, strides, padding, explicit paddings, dilations)``, and each key's
+    multiply-accumulates (``bench_tf_paths.op_macs``)."""
+    shapes, macs = collections.Counter(), {}
     for op in needed_ops(graph):
         if op.type not in CONV_OPS:
             continue
@@ -44,28 +45,19 @@ def conv_shapes(graph):
             x, kernel, y = op.outputs[0].shape, op.inputs[1].shape, op.inputs[2].shape
         else:  # Conv2DBackpropFilter: (input, kernel sizes, gradient of the output)
             x, kernel, y = op.inputs[0].shape, op.outputs[0].shape, op.inputs[2].shape
-        shapes[
-            (
-                op.type,
-                tuple(x.as_list()),
-                tuple(kernel.as_list()),
-                tuple(y.as_list()),
-                tuple(op.get_attr("strides")),
-                op.get_attr("padding").decode(),
-                tuple(op.get_attr("explicit_paddings")),
-                tuple(op.get_attr("dilations")),
-            )
-        ] += 1
-    return shapes
-
-
-def conv_macs(key):
-    """Multiply-accumulates of one convolution: each of the three ops does the forward's sums."""
-    _, _, (kh, kw, cin, _), output_shape, *_ = key
-    count = 1
-    for size in output_shape:
-        count *= size
-    return count * kh * kw * cin
+        key = (
+            op.type,
+            tuple(x.as_list()),
+            tuple(kernel.as_list()),
+            tuple(y.as_list()),
+            tuple(op.get_attr("strides")),
+            op.get_attr("padding").decode(),
+            tuple(op.get_attr("explicit_paddings")),
+            tuple(op.get_attr("dilations")),
+        )
+        shapes[key] += 1
+        macs[key] = op_macs(op)
+    return shapes, macs
 
 
 def conv_alone(key, repeats, rng):
@@ -151,8 +143,7 @@ def main():
         def whole():
             tf.nest.map_structure(lambda t: t.numpy(), forward(tf.constant(images)))
 
-    shapes = conv_shapes(graph)
-    macs = {key: conv_macs(key) for key in shapes}
+    shapes, macs = conv_shapes(graph)
     total_macs = sum(macs[key] * count for key, count in shapes.items())
     kinds = collections.Counter(key[0] for key in shapes.elements())
     print(

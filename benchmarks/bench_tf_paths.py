@@ -62,26 +62,33 @@ def needed_ops(graph):
     return [op for op in graph.get_operations() if op.name in needed]
 
 
-def graph_macs(graph):
-    """Multiply-accumulates of the convolutions and matrix products a traced graph runs
-    (static shapes): forward ``Conv2D`` / ``MatMul``, and the two backward convolutions."""
+def op_macs(op):
+    """Multiply-accumulates of one op with static shapes: a forward ``Conv2D`` / ``MatMul``, or
+    one of the two backward convolutions (each does the forward's sums); 0 for any other op."""
     import numpy as np
 
+    if op.type == "Conv2D":  # output [B, H, W, Cout] x kernel [kh, kw, Cin/groups, Cout]
+        kh, kw, cin, _ = op.inputs[1].shape
+        return int(np.prod(op.outputs[0].shape)) * kh * kw * cin
+    if op.type == "Conv2DBackpropInput":  # (input sizes, kernel, gradient of the output)
+        kh, kw, cin, _ = op.inputs[1].shape
+        return int(np.prod(op.inputs[2].shape)) * kh * kw * cin
+    if op.type == "Conv2DBackpropFilter":  # (input, kernel sizes, gradient of the output)
+        kh, kw, cin, _ = op.outputs[0].shape
+        return int(np.prod(op.inputs[2].shape)) * kh * kw * cin
+    if op.type in ("MatMul", "BatchMatMulV2"):
+        a = op.inputs[0].shape
+        inner = a[-2] if op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x") else a[-1]
+        return int(np.prod(op.outputs[0].shape)) * inner
+    return 0
+
+
+def graph_macs(graph):
+    """Multiply-accumulates of the convolutions and matrix products a traced graph runs
+    (``op_macs`` over the ops its outputs need, and the functions they call)."""
     macs = 0
     for op in needed_ops(graph):
-        if op.type == "Conv2D":  # output [B, H, W, Cout] x kernel [kh, kw, Cin/groups, Cout]
-            kh, kw, cin, _ = op.inputs[1].shape
-            macs += int(np.prod(op.outputs[0].shape)) * kh * kw * cin
-        elif op.type == "Conv2DBackpropInput":  # the same sums as the forward conv
-            kh, kw, cin, _ = op.inputs[1].shape
-            macs += int(np.prod(op.inputs[2].shape)) * kh * kw * cin
-        elif op.type == "Conv2DBackpropFilter":
-            kh, kw, cin, _ = op.outputs[0].shape
-            macs += int(np.prod(op.inputs[2].shape)) * kh * kw * cin
-        elif op.type in ("MatMul", "BatchMatMulV2"):
-            a = op.inputs[0].shape
-            inner = a[-2] if op.get_attr("transpose_a" if op.type == "MatMul" else "adj_x") else a[-1]
-            macs += int(np.prod(op.outputs[0].shape)) * inner
+        macs += op_macs(op)
         for function_name in (
             op.get_attr(attr).name for attr in ("f", "then_branch", "else_branch", "body") if attr in op.node_def.attr
         ):
